@@ -1,0 +1,50 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Row-major GEMM over scipy.linalg.cython_blas, for float32 and float64."""
+
+from cython cimport floating
+from scipy.linalg.cython_blas cimport sgemm, dgemm
+
+import numpy as np
+
+
+cdef void gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+               floating alpha, const floating* a, Py_ssize_t lda,
+               const floating* b, Py_ssize_t ldb,
+               floating beta, floating* c, Py_ssize_t ldc) noexcept nogil:
+    """C := alpha * op(A).op(B) + beta * C, all row-major; C is (m, n).
+
+    Sizes are 64-bit here; callers guarantee (and the Python layer checks) that
+    each one fits the 32-bit ``int`` of the BLAS interface.
+    """
+    if m <= 0 or n <= 0:
+        return
+    # Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: swap operands.
+    cdef char ta = b"T" if trans_b else b"N"
+    cdef char tb = b"T" if trans_a else b"N"
+    cdef int m_ = <int>n, n_ = <int>m, k_ = <int>k
+    # BLAS insists on leading dimensions >= 1 even where nothing is read (k == 0).
+    cdef int lda_ = <int>(ldb if ldb > 1 else 1)
+    cdef int ldb_ = <int>(lda if lda > 1 else 1)
+    cdef int ldc_ = <int>(ldc if ldc > 1 else 1)
+    if floating is float:
+        sgemm(&ta, &tb, &m_, &n_, &k_, &alpha, <float*>b, &lda_, <float*>a, &ldb_,
+              &beta, c, &ldc_)
+    else:
+        dgemm(&ta, &tb, &m_, &n_, &k_, &alpha, <double*>b, &lda_, <double*>a, &ldb_,
+              &beta, c, &ldc_)
+
+
+def gemm_memview(bint trans_a, bint trans_b, floating alpha, floating[:, ::1] a,
+                 floating[:, ::1] b, floating beta, floating[:, ::1] c):
+    """C := alpha * op(A).op(B) + beta * C on C-contiguous 2-D arrays (for tests)."""
+    cdef Py_ssize_t m = c.shape[0], n = c.shape[1]
+    cdef Py_ssize_t k = a.shape[0] if trans_a else a.shape[1]
+    if (b.shape[1] if trans_b else b.shape[0]) != k or \
+            (a.shape[1] if trans_a else a.shape[0]) != m or \
+            (b.shape[0] if trans_b else b.shape[1]) != n:
+        raise ValueError("gemm_memview: operand shapes do not agree")
+    cdef const floating* pa = &a[0, 0] if a.size else NULL
+    cdef const floating* pb = &b[0, 0] if b.size else NULL
+    cdef floating* pc = &c[0, 0] if c.size else NULL
+    with nogil:
+        gemm(trans_a, trans_b, m, n, k, alpha, pa, a.shape[1], pb, b.shape[1], beta, pc, n)
