@@ -1,0 +1,11 @@
+"""fastrnn: fused LSTM/GRU/RNN kernels for the CPU under a NumPy API like torch.nn's."""
+
+__version__ = "0.1.0"
+
+from fastrnn._config import get_num_threads, set_num_threads, show_config
+from fastrnn._layers import GRU, LSTM, RNN
+from fastrnn.interop import from_torch
+from fastrnn import reference
+
+__all__ = ["RNN", "LSTM", "GRU", "from_torch", "set_num_threads", "get_num_threads",
+           "show_config", "reference", "__version__"]

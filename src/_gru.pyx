@@ -1,1 +1,385 @@
-# placeholder
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Fused GRU kernels: inference forward, training forward and backward (BPTT).
+
+Layouts as in fastrnn._lstm, with gates in torch's order r, z, n (G = 3H):
+
+    x        (N, I)   packed input rows;    w_ih (3H, I), w_hh (3H, H), b_ih, b_hh (3H,)
+    h0       (B, H);  y (N, ldy);  h_n (B, H)
+    gates    (N, 3H)  training only: post-activation r, z, n
+    hns      (N, H)   training only: W_hn h_{t-1} + b_hn (reset_after) or r * h_{t-1}
+    h_prevs  (N, H)   training only: h_{t-1}
+
+reset_after=True:  n = tanh(W_in x + b_in + r * (W_hn h + b_hn))   (torch, cuDNN, Keras)
+reset_after=False: n = tanh(W_in x + b_in + W_hn (r * h) + b_hn)   (Cho et al., ONNX lbr=0)
+h' = (1 - z) * n + z * h.  Threads as in fastrnn._lstm; reset_after=False needs all
+of r * h before its n GEMM, so it takes a second barrier per step.
+"""
+
+from cython cimport floating
+from cython.parallel cimport parallel
+
+from fastrnn._blas cimport gemm
+from fastrnn._common cimport (
+    omp_get_thread_num, omp_get_num_threads, fastrnn_barrier, split_units, split_rows,
+    sigmoid, tanh_, total_rows, active_rows, rows_between, rows_finishing_from,
+    fill_bias, column_sums, copy_block, chunk_steps)
+
+
+cdef Py_ssize_t gru_workspace_size(Py_ssize_t T, Py_ssize_t B, Py_ssize_t H,
+                                   bint training) noexcept nogil:
+    """Elements of scratch for gru_forward: two h buffers, two (B, H) scratch
+    blocks for the n gate and, in inference, the input projection chunk."""
+    if training:
+        return 4 * B * H
+    return 4 * B * H + chunk_steps(T, B, 0) * B * 3 * H
+
+
+cdef Py_ssize_t gru_backward_workspace_size(Py_ssize_t B, Py_ssize_t H) noexcept nogil:
+    """Elements of scratch for gru_backward: d(r * h) of one step."""
+    return B * H
+
+
+cdef void _forward_body(
+        Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
+        const Py_ssize_t* batch_sizes, bint reverse, bint reset_after,
+        const floating* x, const floating* w_ih, const floating* w_hh,
+        const floating* b_ih, const floating* b_hh, const floating* h0,
+        floating* y, Py_ssize_t ldy, floating* h_n,
+        floating* gates, floating* hns, floating* h_prevs,
+        floating* work, int tid, int nt) noexcept nogil:
+    cdef bint training = gates != NULL
+    cdef bint up = not reverse
+    cdef Py_ssize_t G = 3 * H
+    cdef Py_ssize_t j0, j1, hk, g, s, t, b, j, bs, finish, row, base, k
+    cdef Py_ssize_t s_chunk, n_chunk, t_lo, t_hi, chunk_n
+    cdef Py_ssize_t n_rows = total_rows(T, B, batch_sizes)
+    cdef Py_ssize_t off = 0 if up else n_rows
+    cdef Py_ssize_t steps = chunk_steps(T, B, training)
+    cdef floating* h_cur = work
+    cdef floating* h_next = work + B * H
+    cdef floating* h_swap
+    cdef floating* hn_scratch = work + 2 * B * H     # W_hn h (+ b_hn) or W_hn (r h)
+    cdef floating* rh_scratch = work + 3 * B * H     # r * h, inference with reset_after=False
+    cdef floating* xp = gates if training else work + 4 * B * H
+    cdef floating* xp_row
+    cdef floating* hn_t
+    cdef floating* rh_t
+    cdef const floating* b_hn = NULL if b_hh == NULL else b_hh + 2 * H
+    cdef floating r_, z_, n_, hn, h_prev, h_
+
+    split_units(H, tid, nt, &j0, &j1)
+    hk = j1 - j0
+    copy_block(h_cur, H, h0, H, B, j0, j1)
+    copy_block(h_next, H, h0, H, B, j0, j1)
+    fastrnn_barrier()
+
+    s_chunk = 0
+    while s_chunk < T:
+        n_chunk = min(steps, T - s_chunk)
+        if up:
+            t_lo, t_hi = s_chunk, s_chunk + n_chunk
+        else:
+            t_lo, t_hi = T - s_chunk - n_chunk, T - s_chunk
+        chunk_n = rows_between(B, batch_sizes, t_lo, t_hi)
+        base = off if up else off - chunk_n
+        # Input projection; b_hr and b_hz fold in here, b_hn must stay inside r * (...).
+        xp_row = xp if not training else xp + base * G
+        for g in range(3):
+            fill_bias(xp_row, chunk_n, G, g * H + j0, g * H + j1, b_ih,
+                      b_hh if g < 2 else NULL)
+            gemm(False, True, chunk_n, hk, I, <floating>1, x + base * I, I,
+                 w_ih + (g * H + j0) * I, I, <floating>1, xp_row + g * H + j0, G)
+
+        for s in range(s_chunk, s_chunk + n_chunk):
+            t = s if up else T - 1 - s
+            bs = active_rows(B, batch_sizes, t)
+            if not up:
+                off -= bs
+            row = off
+            xp_row = xp + (row if training else row - base) * G
+            finish = rows_finishing_from(T, B, batch_sizes, t, up, bs)
+            for g in range(2):
+                gemm(False, True, bs, hk, H, <floating>1, h_cur, H,
+                     w_hh + (g * H + j0) * H, H, <floating>1, xp_row + g * H + j0, G)
+            if reset_after:
+                hn_t = hns + row * H if training else hn_scratch
+                gemm(False, True, bs, hk, H, <floating>1, h_cur, H,
+                     w_hh + (2 * H + j0) * H, H, <floating>0, hn_t + j0, H)
+            else:
+                # r first: W_hn multiplies r * h, which needs every thread's r.
+                rh_t = hns + row * H if training else rh_scratch
+                for b in range(bs):
+                    for j in range(j0, j1):
+                        r_ = sigmoid(xp_row[b * G + j])
+                        xp_row[b * G + j] = r_
+                        xp_row[b * G + H + j] = sigmoid(xp_row[b * G + H + j])
+                        rh_t[b * H + j] = r_ * h_cur[b * H + j]
+                fastrnn_barrier()
+                hn_t = hn_scratch
+                gemm(False, True, bs, hk, H, <floating>1, rh_t, H,
+                     w_hh + (2 * H + j0) * H, H, <floating>0, hn_t + j0, H)
+            for b in range(bs):
+                for j in range(j0, j1):
+                    k = b * H + j
+                    hn = hn_t[k]
+                    if b_hn != NULL:
+                        hn = hn + b_hn[j]
+                    if reset_after:
+                        r_ = sigmoid(xp_row[b * G + j])
+                        z_ = sigmoid(xp_row[b * G + H + j])
+                        n_ = tanh_(xp_row[b * G + 2 * H + j] + r_ * hn)
+                    else:
+                        r_ = xp_row[b * G + j]
+                        z_ = xp_row[b * G + H + j]
+                        n_ = tanh_(xp_row[b * G + 2 * H + j] + hn)
+                    h_prev = h_cur[k]
+                    h_ = (1 - z_) * n_ + z_ * h_prev
+                    h_next[k] = h_
+                    y[(row + b) * ldy + j] = h_
+                    if training:
+                        xp_row[b * G + j] = r_
+                        xp_row[b * G + H + j] = z_
+                        xp_row[b * G + 2 * H + j] = n_
+                        h_prevs[(row + b) * H + j] = h_prev
+                        if reset_after:
+                            hn_t[k] = hn
+                if b >= finish:
+                    for j in range(j0, j1):
+                        h_n[b * H + j] = h_next[b * H + j]
+            if up:
+                off += bs
+            h_swap = h_cur
+            h_cur = h_next
+            h_next = h_swap
+            fastrnn_barrier()
+        s_chunk += n_chunk
+
+
+cdef void gru_forward(
+        Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
+        const Py_ssize_t* batch_sizes, bint reverse, bint reset_after,
+        const floating* x, const floating* w_ih, const floating* w_hh,
+        const floating* b_ih, const floating* b_hh, const floating* h0,
+        floating* y, Py_ssize_t ldy, floating* h_n,
+        floating* gates, floating* hns, floating* h_prevs,
+        floating* work, int num_threads) noexcept nogil:
+    """GRU over one direction of a packed sequence (layouts in the module docstring).
+
+    Inference when ``gates`` is NULL; training otherwise, filling gates, hns and
+    h_prevs for gru_backward.  ``work`` holds gru_workspace_size(T, B, H, training).
+    """
+    if num_threads <= 1:
+        _forward_body(T, B, I, H, batch_sizes, reverse, reset_after, x, w_ih, w_hh, b_ih,
+                      b_hh, h0, y, ldy, h_n, gates, hns, h_prevs, work, 0, 1)
+        return
+    with parallel(num_threads=num_threads):
+        _forward_body(T, B, I, H, batch_sizes, reverse, reset_after, x, w_ih, w_hh, b_ih,
+                      b_hh, h0, y, ldy, h_n, gates, hns, h_prevs, work,
+                      omp_get_thread_num(), omp_get_num_threads())
+
+
+cdef void _backward_body(
+        Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
+        const Py_ssize_t* batch_sizes, bint reverse, bint reset_after,
+        const floating* x, const floating* w_ih, const floating* w_hh,
+        floating* gates, floating* hns, const floating* h_prevs,
+        const floating* dy, Py_ssize_t ldy, const floating* dh_n,
+        floating* dx, bint accumulate_dx, floating* dh0,
+        floating* dw_ih, floating* dw_hh, floating* db_ih, floating* db_hh,
+        floating* work, int tid, int nt) noexcept nogil:
+    cdef bint up = reverse
+    cdef Py_ssize_t G = 3 * H
+    cdef Py_ssize_t j0, j1, hk, g, s, t, b, j, bs, row, r0, r1, k
+    cdef Py_ssize_t n_rows = total_rows(T, B, batch_sizes)
+    cdef Py_ssize_t off = 0 if up else n_rows
+    cdef floating* d_row
+    cdef floating* drh = work
+    cdef floating r_, z_, n_, h_prev, dh, dan, dr
+
+    split_units(H, tid, nt, &j0, &j1)
+    hk = j1 - j0
+    copy_block(dh0, H, dh_n, H, B, j0, j1)
+
+    for s in range(T):
+        t = s if up else T - 1 - s
+        bs = active_rows(B, batch_sizes, t)
+        if not up:
+            off -= bs
+        row = off
+        d_row = gates + row * G
+        for b in range(bs):
+            for j in range(j0, j1):
+                k = (row + b) * H + j
+                r_ = d_row[b * G + j]
+                z_ = d_row[b * G + H + j]
+                n_ = d_row[b * G + 2 * H + j]
+                h_prev = h_prevs[k]
+                dh = dh0[b * H + j]
+                if dy != NULL:
+                    dh = dh + dy[(row + b) * ldy + j]
+                dan = dh * (1 - z_) * (1 - n_ * n_)
+                d_row[b * G + H + j] = dh * (h_prev - n_) * z_ * (1 - z_)
+                d_row[b * G + 2 * H + j] = dan
+                dh0[b * H + j] = dh * z_          # the direct path z * h_{t-1}
+                if reset_after:
+                    dr = dan * hns[k]
+                    d_row[b * G + j] = dr * r_ * (1 - r_)
+                    hns[k] = dan * r_             # now d(W_hn h + b_hn)
+        fastrnn_barrier()
+        if reset_after:
+            gemm(False, False, bs, hk, H, <floating>1, hns + row * H, H,
+                 w_hh + 2 * H * H + j0, H, <floating>1, dh0 + j0, H)
+        else:
+            # d(r h) = dan . W_hn, then r's gradient, which the r-z GEMM below needs.
+            gemm(False, False, bs, hk, H, <floating>1, d_row + 2 * H, G,
+                 w_hh + 2 * H * H + j0, H, <floating>0, drh + j0, H)
+            for b in range(bs):
+                for j in range(j0, j1):
+                    r_ = d_row[b * G + j]
+                    dr = drh[b * H + j] * h_prevs[(row + b) * H + j]
+                    d_row[b * G + j] = dr * r_ * (1 - r_)
+                    dh0[b * H + j] += drh[b * H + j] * r_
+            fastrnn_barrier()
+        gemm(False, False, bs, hk, 2 * H, <floating>1, d_row, G, w_hh + j0, H,
+             <floating>1, dh0 + j0, H)
+        if up:
+            off += bs
+    fastrnn_barrier()
+
+    for g in range(3):
+        gemm(True, False, hk, I, n_rows, <floating>1, gates + g * H + j0, G, x, I,
+             <floating>0, dw_ih + (g * H + j0) * I, I)
+        if db_ih != NULL:
+            column_sums(db_ih, gates, n_rows, G, g * H + j0, g * H + j1)
+    for g in range(2):
+        gemm(True, False, hk, H, n_rows, <floating>1, gates + g * H + j0, G, h_prevs, H,
+             <floating>0, dw_hh + (g * H + j0) * H, H)
+        if db_hh != NULL:
+            column_sums(db_hh, gates, n_rows, G, g * H + j0, g * H + j1)
+    if reset_after:
+        gemm(True, False, hk, H, n_rows, <floating>1, hns + j0, H, h_prevs, H,
+             <floating>0, dw_hh + (2 * H + j0) * H, H)
+        if db_hh != NULL:
+            column_sums(db_hh + 2 * H, hns, n_rows, H, j0, j1)
+    else:
+        gemm(True, False, hk, H, n_rows, <floating>1, gates + 2 * H + j0, G, hns, H,
+             <floating>0, dw_hh + (2 * H + j0) * H, H)
+        if db_hh != NULL:
+            column_sums(db_hh, gates, n_rows, G, 2 * H + j0, 2 * H + j1)
+    split_rows(n_rows, tid, nt, &r0, &r1)
+    gemm(False, False, r1 - r0, I, G, <floating>1, gates + r0 * G, G, w_ih, I,
+         <floating>1 if accumulate_dx else <floating>0, dx + r0 * I, I)
+
+
+cdef void gru_backward(
+        Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
+        const Py_ssize_t* batch_sizes, bint reverse, bint reset_after,
+        const floating* x, const floating* w_ih, const floating* w_hh,
+        floating* gates, floating* hns, const floating* h_prevs,
+        const floating* dy, Py_ssize_t ldy, const floating* dh_n,
+        floating* dx, bint accumulate_dx, floating* dh0,
+        floating* dw_ih, floating* dw_hh, floating* db_ih, floating* db_hh,
+        floating* work, int num_threads) noexcept nogil:
+    """BPTT of gru_forward (training) over the same direction.
+
+    dy (N, ldy) and dh_n (B, H) may be NULL (zeros).  Writes dx (N, I) (added to
+    it when accumulate_dx), dh0 (B, H), dw_ih (3H, I), dw_hh (3H, H), db_ih and
+    db_hh (3H,) (NULL to skip).  ``gates`` and ``hns`` are overwritten with
+    gradients: a cache serves one backward.  ``work`` holds
+    gru_backward_workspace_size(B, H) elements.
+    """
+    if num_threads <= 1:
+        _backward_body(T, B, I, H, batch_sizes, reverse, reset_after, x, w_ih, w_hh, gates,
+                       hns, h_prevs, dy, ldy, dh_n, dx, accumulate_dx, dh0, dw_ih, dw_hh,
+                       db_ih, db_hh, work, 0, 1)
+        return
+    with parallel(num_threads=num_threads):
+        _backward_body(T, B, I, H, batch_sizes, reverse, reset_after, x, w_ih, w_hh, gates,
+                       hns, h_prevs, dy, ldy, dh_n, dx, accumulate_dx, dh0, dw_ih, dw_hh,
+                       db_ih, db_hh, work, omp_get_thread_num(), omp_get_num_threads())
+
+
+# ----------------------------------------------------------------- Python entry points
+# Thin wrappers for fastrnn's layers (see fastrnn._lstm).
+
+import numpy as np
+from fastrnn._kernel_args cimport ptr, cptr, sizes_ptr, need, packed_rows
+
+
+def forward(Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
+            const Py_ssize_t[::1] batch_sizes, bint reverse, bint reset_after,
+            const floating[::1] x, const floating[::1] w_ih, const floating[::1] w_hh,
+            const floating[::1] b_ih, const floating[::1] b_hh, const floating[::1] h0,
+            floating[::1] y, Py_ssize_t y_col, Py_ssize_t ldy, floating[::1] h_n,
+            floating[::1] gates, floating[::1] hns, floating[::1] h_prevs,
+            int num_threads):
+    """Run gru_forward; training when ``gates`` is not empty."""
+    cdef bint training = gates.shape[0] > 0
+    cdef Py_ssize_t n = packed_rows(batch_sizes, T, B)
+    need(x.shape[0], n * I, "x"); need(w_ih.shape[0], 3 * H * I, "w_ih")
+    need(w_hh.shape[0], 3 * H * H, "w_hh"); need(h_n.shape[0], B * H, "h_n")
+    need(ldy, y_col + H, "ldy"); need(y.shape[0], n * ldy, "y")
+    if training:
+        need(gates.shape[0], n * 3 * H, "gates"); need(hns.shape[0], n * H, "hns")
+        need(h_prevs.shape[0], n * H, "h_prevs")
+    work_arr = np.empty(gru_workspace_size(T, B, H, training), np.asarray(x).dtype)
+    cdef floating[::1] work = work_arr
+    cdef const Py_ssize_t* p_bs = sizes_ptr(batch_sizes)
+    cdef const floating* p_x = cptr(x)
+    cdef const floating* p_w_ih = cptr(w_ih)
+    cdef const floating* p_w_hh = cptr(w_hh)
+    cdef const floating* p_b_ih = cptr(b_ih)
+    cdef const floating* p_b_hh = cptr(b_hh)
+    cdef const floating* p_h0 = cptr(h0)
+    cdef floating* p_y = ptr(y) + y_col
+    cdef floating* p_h_n = ptr(h_n)
+    cdef floating* p_gates = ptr(gates)
+    cdef floating* p_hns = ptr(hns)
+    cdef floating* p_h_prevs = ptr(h_prevs)
+    cdef floating* p_work = ptr(work)
+    with nogil:
+        gru_forward(T, B, I, H, p_bs, reverse, reset_after, p_x, p_w_ih, p_w_hh, p_b_ih,
+                    p_b_hh, p_h0, p_y, ldy, p_h_n, p_gates, p_hns, p_h_prevs, p_work,
+                    num_threads)
+
+
+def backward(Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
+             const Py_ssize_t[::1] batch_sizes, bint reverse, bint reset_after,
+             const floating[::1] x, const floating[::1] w_ih, const floating[::1] w_hh,
+             floating[::1] gates, floating[::1] hns, const floating[::1] h_prevs,
+             const floating[::1] dy, Py_ssize_t dy_col, Py_ssize_t ldy,
+             const floating[::1] dh_n, floating[::1] dx, bint accumulate_dx,
+             floating[::1] dh0, floating[::1] dw_ih, floating[::1] dw_hh,
+             floating[::1] db_ih, floating[::1] db_hh, int num_threads):
+    """Run gru_backward on the buffers of a training forward."""
+    cdef Py_ssize_t n = packed_rows(batch_sizes, T, B)
+    need(x.shape[0], n * I, "x"); need(gates.shape[0], n * 3 * H, "gates")
+    need(hns.shape[0], n * H, "hns"); need(h_prevs.shape[0], n * H, "h_prevs")
+    need(dx.shape[0], n * I, "dx"); need(dh0.shape[0], B * H, "dh0")
+    need(dw_ih.shape[0], 3 * H * I, "dw_ih"); need(dw_hh.shape[0], 3 * H * H, "dw_hh")
+    if dy.shape[0]:
+        need(ldy, dy_col + H, "ldy"); need(dy.shape[0], n * ldy, "dy")
+    work_arr = np.empty(gru_backward_workspace_size(B, H), np.asarray(x).dtype)
+    cdef floating[::1] work = work_arr
+    cdef const Py_ssize_t* p_bs = sizes_ptr(batch_sizes)
+    cdef const floating* p_x = cptr(x)
+    cdef const floating* p_w_ih = cptr(w_ih)
+    cdef const floating* p_w_hh = cptr(w_hh)
+    cdef floating* p_gates = ptr(gates)
+    cdef floating* p_hns = ptr(hns)
+    cdef const floating* p_h_prevs = cptr(h_prevs)
+    cdef const floating* p_dy = cptr(dy)
+    cdef const floating* p_dh_n = cptr(dh_n)
+    cdef floating* p_dx = ptr(dx)
+    cdef floating* p_dh0 = ptr(dh0)
+    cdef floating* p_dw_ih = ptr(dw_ih)
+    cdef floating* p_dw_hh = ptr(dw_hh)
+    cdef floating* p_db_ih = ptr(db_ih)
+    cdef floating* p_db_hh = ptr(db_hh)
+    cdef floating* p_work = ptr(work)
+    if p_dy != NULL:
+        p_dy = p_dy + dy_col
+    with nogil:
+        gru_backward(T, B, I, H, p_bs, reverse, reset_after, p_x, p_w_ih, p_w_hh, p_gates,
+                     p_hns, p_h_prevs, p_dy, ldy, p_dh_n, p_dx, accumulate_dx, p_dh0,
+                     p_dw_ih, p_dw_hh, p_db_ih, p_db_hh, p_work, num_threads)

@@ -1,1 +1,299 @@
-# placeholder
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Fused Elman RNN kernels: inference forward, training forward and backward (BPTT).
+
+h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh), act one of tanh, relu, sigmoid.
+Layouts as in fastrnn._lstm, with G = H:
+
+    x (N, I);  w_ih (H, I), w_hh (H, H), b_ih, b_hh (H,);  h0, h_n (B, H);  y (N, ldy)
+    hs       (N, H)   training only: h_t (the activation's output)
+    h_prevs  (N, H)   training only: h_{t-1}
+"""
+
+from cython cimport floating
+from cython.parallel cimport parallel
+
+from fastrnn._blas cimport gemm
+from fastrnn._common cimport (
+    omp_get_thread_num, omp_get_num_threads, fastrnn_barrier, split_units, split_rows,
+    sigmoid, tanh_, total_rows, active_rows, rows_between, rows_finishing_from,
+    fill_bias, column_sums, copy_block, chunk_steps)
+
+cdef enum:
+    ACT_TANH = 0
+    ACT_RELU = 1
+    ACT_SIGMOID = 2
+
+ACTIVATIONS = {"tanh": ACT_TANH, "relu": ACT_RELU, "sigmoid": ACT_SIGMOID}
+
+
+cdef inline floating _act(int kind, floating v) noexcept nogil:
+    if kind == ACT_TANH:
+        return tanh_(v)
+    if kind == ACT_RELU:
+        return v if v > 0 else 0
+    return sigmoid(v)
+
+
+cdef inline floating _act_grad(int kind, floating a) noexcept nogil:
+    """d act / dv in terms of the output a = act(v)."""
+    if kind == ACT_TANH:
+        return 1 - a * a
+    if kind == ACT_RELU:
+        return 1 if a > 0 else 0
+    return a * (1 - a)
+
+
+cdef Py_ssize_t rnn_workspace_size(Py_ssize_t T, Py_ssize_t B, Py_ssize_t H,
+                                   bint training) noexcept nogil:
+    """Elements of scratch for rnn_forward: two h buffers and the projection chunk."""
+    if training:
+        return 2 * B * H
+    return 2 * B * H + chunk_steps(T, B, 0) * B * H
+
+
+cdef void _forward_body(
+        Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
+        const Py_ssize_t* batch_sizes, bint reverse, int activation,
+        const floating* x, const floating* w_ih, const floating* w_hh,
+        const floating* b_ih, const floating* b_hh, const floating* h0,
+        floating* y, Py_ssize_t ldy, floating* h_n,
+        floating* hs, floating* h_prevs, floating* work, int tid, int nt) noexcept nogil:
+    cdef bint training = hs != NULL
+    cdef bint up = not reverse
+    cdef Py_ssize_t j0, j1, hk, s, t, b, j, bs, finish, row, base
+    cdef Py_ssize_t s_chunk, n_chunk, t_lo, t_hi, chunk_n
+    cdef Py_ssize_t n_rows = total_rows(T, B, batch_sizes)
+    cdef Py_ssize_t off = 0 if up else n_rows
+    cdef Py_ssize_t steps = chunk_steps(T, B, training)
+    cdef floating* h_cur = work
+    cdef floating* h_next = work + B * H
+    cdef floating* h_swap
+    cdef floating* xp = hs if training else work + 2 * B * H
+    cdef floating* xp_row
+    cdef floating h_
+
+    split_units(H, tid, nt, &j0, &j1)
+    hk = j1 - j0
+    copy_block(h_cur, H, h0, H, B, j0, j1)
+    copy_block(h_next, H, h0, H, B, j0, j1)
+    fastrnn_barrier()
+
+    s_chunk = 0
+    while s_chunk < T:
+        n_chunk = min(steps, T - s_chunk)
+        if up:
+            t_lo, t_hi = s_chunk, s_chunk + n_chunk
+        else:
+            t_lo, t_hi = T - s_chunk - n_chunk, T - s_chunk
+        chunk_n = rows_between(B, batch_sizes, t_lo, t_hi)
+        base = off if up else off - chunk_n
+        xp_row = xp if not training else xp + base * H
+        fill_bias(xp_row, chunk_n, H, j0, j1, b_ih, b_hh)
+        gemm(False, True, chunk_n, hk, I, <floating>1, x + base * I, I, w_ih + j0 * I, I,
+             <floating>1, xp_row + j0, H)
+
+        for s in range(s_chunk, s_chunk + n_chunk):
+            t = s if up else T - 1 - s
+            bs = active_rows(B, batch_sizes, t)
+            if not up:
+                off -= bs
+            row = off
+            xp_row = xp + (row if training else row - base) * H
+            gemm(False, True, bs, hk, H, <floating>1, h_cur, H, w_hh + j0 * H, H,
+                 <floating>1, xp_row + j0, H)
+            finish = rows_finishing_from(T, B, batch_sizes, t, up, bs)
+            for b in range(bs):
+                for j in range(j0, j1):
+                    h_ = _act(activation, xp_row[b * H + j])
+                    h_next[b * H + j] = h_
+                    y[(row + b) * ldy + j] = h_
+                    if training:
+                        xp_row[b * H + j] = h_
+                        h_prevs[(row + b) * H + j] = h_cur[b * H + j]
+                if b >= finish:
+                    for j in range(j0, j1):
+                        h_n[b * H + j] = h_next[b * H + j]
+            if up:
+                off += bs
+            h_swap = h_cur
+            h_cur = h_next
+            h_next = h_swap
+            fastrnn_barrier()
+        s_chunk += n_chunk
+
+
+cdef void rnn_forward(
+        Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
+        const Py_ssize_t* batch_sizes, bint reverse, int activation,
+        const floating* x, const floating* w_ih, const floating* w_hh,
+        const floating* b_ih, const floating* b_hh, const floating* h0,
+        floating* y, Py_ssize_t ldy, floating* h_n,
+        floating* hs, floating* h_prevs, floating* work, int num_threads) noexcept nogil:
+    """Elman RNN over one direction of a packed sequence (see the module docstring).
+
+    ``activation``: 0 tanh, 1 relu, 2 sigmoid.  Inference when ``hs`` is NULL;
+    training otherwise.  ``work`` holds rnn_workspace_size(T, B, H, training).
+    """
+    if num_threads <= 1:
+        _forward_body(T, B, I, H, batch_sizes, reverse, activation, x, w_ih, w_hh, b_ih,
+                      b_hh, h0, y, ldy, h_n, hs, h_prevs, work, 0, 1)
+        return
+    with parallel(num_threads=num_threads):
+        _forward_body(T, B, I, H, batch_sizes, reverse, activation, x, w_ih, w_hh, b_ih,
+                      b_hh, h0, y, ldy, h_n, hs, h_prevs, work,
+                      omp_get_thread_num(), omp_get_num_threads())
+
+
+cdef void _backward_body(
+        Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
+        const Py_ssize_t* batch_sizes, bint reverse, int activation,
+        const floating* x, const floating* w_ih, const floating* w_hh,
+        floating* hs, const floating* h_prevs,
+        const floating* dy, Py_ssize_t ldy, const floating* dh_n,
+        floating* dx, bint accumulate_dx, floating* dh0,
+        floating* dw_ih, floating* dw_hh, floating* db, int tid, int nt) noexcept nogil:
+    cdef bint up = reverse
+    cdef Py_ssize_t j0, j1, hk, s, t, b, j, bs, row, r0, r1
+    cdef Py_ssize_t n_rows = total_rows(T, B, batch_sizes)
+    cdef Py_ssize_t off = 0 if up else n_rows
+    cdef floating* d_row
+    cdef floating dh
+
+    split_units(H, tid, nt, &j0, &j1)
+    hk = j1 - j0
+    copy_block(dh0, H, dh_n, H, B, j0, j1)
+
+    for s in range(T):
+        t = s if up else T - 1 - s
+        bs = active_rows(B, batch_sizes, t)
+        if not up:
+            off -= bs
+        row = off
+        d_row = hs + row * H
+        for b in range(bs):
+            for j in range(j0, j1):
+                dh = dh0[b * H + j]
+                if dy != NULL:
+                    dh = dh + dy[(row + b) * ldy + j]
+                d_row[b * H + j] = dh * _act_grad(activation, d_row[b * H + j])
+        fastrnn_barrier()
+        gemm(False, False, bs, hk, H, <floating>1, d_row, H, w_hh + j0, H,
+             <floating>0, dh0 + j0, H)
+        if up:
+            off += bs
+    fastrnn_barrier()
+
+    gemm(True, False, hk, I, n_rows, <floating>1, hs + j0, H, x, I,
+         <floating>0, dw_ih + j0 * I, I)
+    gemm(True, False, hk, H, n_rows, <floating>1, hs + j0, H, h_prevs, H,
+         <floating>0, dw_hh + j0 * H, H)
+    if db != NULL:
+        column_sums(db, hs, n_rows, H, j0, j1)
+    split_rows(n_rows, tid, nt, &r0, &r1)
+    gemm(False, False, r1 - r0, I, H, <floating>1, hs + r0 * H, H, w_ih, I,
+         <floating>1 if accumulate_dx else <floating>0, dx + r0 * I, I)
+
+
+cdef void rnn_backward(
+        Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
+        const Py_ssize_t* batch_sizes, bint reverse, int activation,
+        const floating* x, const floating* w_ih, const floating* w_hh,
+        floating* hs, const floating* h_prevs,
+        const floating* dy, Py_ssize_t ldy, const floating* dh_n,
+        floating* dx, bint accumulate_dx, floating* dh0,
+        floating* dw_ih, floating* dw_hh, floating* db, int num_threads) noexcept nogil:
+    """BPTT of rnn_forward (training) over the same direction.
+
+    dy (N, ldy) and dh_n (B, H) may be NULL (zeros).  Writes dx (N, I) (added to
+    it when accumulate_dx), dh0 (B, H), dw_ih (H, I), dw_hh (H, H) and db (H,)
+    (the gradient of b_ih and b_hh alike; NULL to skip).  ``hs`` is overwritten
+    with the pre-activation gradients: a cache serves one backward.
+    """
+    if num_threads <= 1:
+        _backward_body(T, B, I, H, batch_sizes, reverse, activation, x, w_ih, w_hh, hs,
+                       h_prevs, dy, ldy, dh_n, dx, accumulate_dx, dh0, dw_ih, dw_hh, db,
+                       0, 1)
+        return
+    with parallel(num_threads=num_threads):
+        _backward_body(T, B, I, H, batch_sizes, reverse, activation, x, w_ih, w_hh, hs,
+                       h_prevs, dy, ldy, dh_n, dx, accumulate_dx, dh0, dw_ih, dw_hh, db,
+                       omp_get_thread_num(), omp_get_num_threads())
+
+
+# ----------------------------------------------------------------- Python entry points
+# Thin wrappers for fastrnn's layers (see fastrnn._lstm).
+
+import numpy as np
+from fastrnn._kernel_args cimport ptr, cptr, sizes_ptr, need, packed_rows
+
+
+def forward(Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
+            const Py_ssize_t[::1] batch_sizes, bint reverse, str nonlinearity,
+            const floating[::1] x, const floating[::1] w_ih, const floating[::1] w_hh,
+            const floating[::1] b_ih, const floating[::1] b_hh, const floating[::1] h0,
+            floating[::1] y, Py_ssize_t y_col, Py_ssize_t ldy, floating[::1] h_n,
+            floating[::1] hs, floating[::1] h_prevs, int num_threads):
+    """Run rnn_forward; training when ``hs`` is not empty."""
+    cdef int activation = ACTIVATIONS[nonlinearity]
+    cdef bint training = hs.shape[0] > 0
+    cdef Py_ssize_t n = packed_rows(batch_sizes, T, B)
+    need(x.shape[0], n * I, "x"); need(w_ih.shape[0], H * I, "w_ih")
+    need(w_hh.shape[0], H * H, "w_hh"); need(h_n.shape[0], B * H, "h_n")
+    need(ldy, y_col + H, "ldy"); need(y.shape[0], n * ldy, "y")
+    if training:
+        need(hs.shape[0], n * H, "hs"); need(h_prevs.shape[0], n * H, "h_prevs")
+    work_arr = np.empty(rnn_workspace_size(T, B, H, training), np.asarray(x).dtype)
+    cdef floating[::1] work = work_arr
+    cdef const Py_ssize_t* p_bs = sizes_ptr(batch_sizes)
+    cdef const floating* p_x = cptr(x)
+    cdef const floating* p_w_ih = cptr(w_ih)
+    cdef const floating* p_w_hh = cptr(w_hh)
+    cdef const floating* p_b_ih = cptr(b_ih)
+    cdef const floating* p_b_hh = cptr(b_hh)
+    cdef const floating* p_h0 = cptr(h0)
+    cdef floating* p_y = ptr(y) + y_col
+    cdef floating* p_h_n = ptr(h_n)
+    cdef floating* p_hs = ptr(hs)
+    cdef floating* p_h_prevs = ptr(h_prevs)
+    cdef floating* p_work = ptr(work)
+    with nogil:
+        rnn_forward(T, B, I, H, p_bs, reverse, activation, p_x, p_w_ih, p_w_hh, p_b_ih,
+                    p_b_hh, p_h0, p_y, ldy, p_h_n, p_hs, p_h_prevs, p_work, num_threads)
+
+
+def backward(Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
+             const Py_ssize_t[::1] batch_sizes, bint reverse, str nonlinearity,
+             const floating[::1] x, const floating[::1] w_ih, const floating[::1] w_hh,
+             floating[::1] hs, const floating[::1] h_prevs,
+             const floating[::1] dy, Py_ssize_t dy_col, Py_ssize_t ldy,
+             const floating[::1] dh_n, floating[::1] dx, bint accumulate_dx,
+             floating[::1] dh0, floating[::1] dw_ih, floating[::1] dw_hh,
+             floating[::1] db, int num_threads):
+    """Run rnn_backward on the buffers of a training forward."""
+    cdef int activation = ACTIVATIONS[nonlinearity]
+    cdef Py_ssize_t n = packed_rows(batch_sizes, T, B)
+    need(x.shape[0], n * I, "x"); need(hs.shape[0], n * H, "hs")
+    need(h_prevs.shape[0], n * H, "h_prevs"); need(dx.shape[0], n * I, "dx")
+    need(dh0.shape[0], B * H, "dh0"); need(dw_ih.shape[0], H * I, "dw_ih")
+    need(dw_hh.shape[0], H * H, "dw_hh")
+    if dy.shape[0]:
+        need(ldy, dy_col + H, "ldy"); need(dy.shape[0], n * ldy, "dy")
+    cdef const Py_ssize_t* p_bs = sizes_ptr(batch_sizes)
+    cdef const floating* p_x = cptr(x)
+    cdef const floating* p_w_ih = cptr(w_ih)
+    cdef const floating* p_w_hh = cptr(w_hh)
+    cdef floating* p_hs = ptr(hs)
+    cdef const floating* p_h_prevs = cptr(h_prevs)
+    cdef const floating* p_dy = cptr(dy)
+    cdef const floating* p_dh_n = cptr(dh_n)
+    cdef floating* p_dx = ptr(dx)
+    cdef floating* p_dh0 = ptr(dh0)
+    cdef floating* p_dw_ih = ptr(dw_ih)
+    cdef floating* p_dw_hh = ptr(dw_hh)
+    cdef floating* p_db = ptr(db)
+    if p_dy != NULL:
+        p_dy = p_dy + dy_col
+    with nogil:
+        rnn_backward(T, B, I, H, p_bs, reverse, activation, p_x, p_w_ih, p_w_hh, p_hs,
+                     p_h_prevs, p_dy, ldy, p_dh_n, p_dx, accumulate_dx, p_dh0, p_dw_ih,
+                     p_dw_hh, p_db, num_threads)

@@ -1,0 +1,260 @@
+"""The two ways of running one direction of one layer: compiled kernels and reference.
+
+A backend lays a batch out its own way (``layout``), runs a direction forward
+(``forward``) and backward (``backward``) on that layout, and the layers stack
+directions and layers on top without knowing which backend they drive:
+
+* ``CompiledBackend`` packs the batch as torch's PackedSequence (rows of step t
+  are the sequences still running, longest first), so padded steps cost nothing;
+* ``ReferenceBackend`` keeps the padded (T, B, F) batch and a (T, B) mask.
+"""
+
+import numpy as np
+
+from fastrnn import _gru, _lstm, _rnn, reference
+from fastrnn._config import blas_guard, kernel_threads
+
+_EMPTY = {np.dtype(np.float32): np.empty(0, np.float32),
+          np.dtype(np.float64): np.empty(0, np.float64)}
+_NO_SIZES = np.empty(0, np.intp)
+
+
+def _flat(a, dtype):
+    """A C-contiguous 1-D view (or copy) of ``a`` in ``dtype``; empty for None."""
+    if a is None:
+        return _EMPTY[np.dtype(dtype)]
+    return np.ascontiguousarray(a, dtype=dtype).reshape(-1)
+
+
+class PackedLayout:
+    """A batch as packed rows (N, F), sorted by decreasing length."""
+
+    def __init__(self, x, lengths):
+        T, B, _ = x.shape
+        self.T, self.B, self.dtype = T, B, x.dtype
+        if lengths is None:
+            self.order = None
+            self.batch_sizes = _NO_SIZES
+            self.index = None
+            self.n_rows = T * B
+            self.x = np.ascontiguousarray(x).reshape(T * B, -1)
+        else:
+            # Stable sort keeps equal lengths in their given order: results do not
+            # depend on how ties are broken, but reproducibility is nicer this way.
+            self.order = np.argsort(-lengths, kind="stable")
+            sorted_lengths = lengths[self.order]
+            self.batch_sizes = (sorted_lengths[None, :] > np.arange(T)[:, None]).sum(1)
+            self.batch_sizes = np.ascontiguousarray(self.batch_sizes, dtype=np.intp)
+            # Flat (t * B + b) index of each packed row, in packed order.
+            self.index = np.concatenate(
+                [t * B + self.order[:n] for t, n in enumerate(self.batch_sizes)])
+            self.n_rows = len(self.index)
+            self.x = self.pack(x)
+
+    def pack(self, a):
+        """(T, B, F) -> (N, F) packed rows."""
+        a = a.reshape(self.T * self.B, -1)
+        if self.index is None:
+            return np.ascontiguousarray(a)
+        return np.ascontiguousarray(a[self.index])
+
+    def unpack(self, rows):
+        """(N, F) packed rows -> (T, B, F), zeros at padded steps."""
+        if self.index is None:
+            return rows.reshape(self.T, self.B, -1)
+        out = np.zeros((self.T * self.B, rows.shape[1]), rows.dtype)
+        out[self.index] = rows
+        return out.reshape(self.T, self.B, -1)
+
+    def new_rows(self, features):
+        return np.zeros((self.n_rows, features), self.dtype)
+
+    def sort_states(self, states):
+        """(K, B, H) states in the caller's batch order -> sorted row order."""
+        return states if self.order is None else states[:, self.order]
+
+    def unsort_states(self, states):
+        if self.order is None:
+            return states
+        out = np.empty_like(states)
+        out[:, self.order] = states
+        return out
+
+
+class PaddedLayout:
+    """A batch as padded (T, B, F) arrays and a (T, B) mask of real steps."""
+
+    def __init__(self, x, lengths):
+        T, B, _ = x.shape
+        self.T, self.B, self.dtype = T, B, x.dtype
+        self.x = x
+        if lengths is None:
+            self.mask = np.ones((T, B), bool)
+        else:
+            self.mask = np.arange(T)[:, None] < lengths[None, :]
+
+    def pack(self, a):
+        return a * self.mask[:, :, None]
+
+    def unpack(self, rows):
+        return rows
+
+    def new_rows(self, features):
+        return np.zeros((self.T, self.B, features), self.dtype)
+
+    def sort_states(self, states):
+        return states
+
+    def unsort_states(self, states):
+        return states
+
+
+class ReferenceBackend:
+    """Runs reference.py, the plain NumPy statement of the maths."""
+
+    name = "reference"
+    Layout = PaddedLayout
+
+    def forward(self, layer, layout, x, w, h0, c0, y, col, reverse, training):
+        mode = layer.mode
+        if mode == "lstm":
+            y_d, h_n, c_n, cache = reference.lstm_forward(
+                x, layout.mask, h0, c0, w["w_ih"], w["w_hh"], w.get("b_ih"), w.get("b_hh"),
+                w.get("w_hr"), reverse=reverse)
+        elif mode == "gru":
+            y_d, h_n, cache = reference.gru_forward(
+                x, layout.mask, h0, w["w_ih"], w["w_hh"], w.get("b_ih"), w.get("b_hh"),
+                reset_after=layer.reset_after, reverse=reverse)
+            c_n = None
+        else:
+            y_d, h_n, cache = reference.rnn_forward(
+                x, layout.mask, h0, w["w_ih"], w["w_hh"], w.get("b_ih"), w.get("b_hh"),
+                nonlinearity=layer.nonlinearity, reverse=reverse)
+            c_n = None
+        y[..., col:col + y_d.shape[-1]] = y_d
+        return h_n, c_n, cache
+
+    def backward(self, layer, layout, cache, dy, col, dh_n, dc_n, dx, accumulate):
+        width = cache["w_hh"].shape[1]
+        dy_d = dy[..., col:col + width]
+        if layer.mode == "lstm":
+            dx_d, dh0, dc0, grads = reference.lstm_backward(cache, dy_d, dh_n, dc_n)
+        elif layer.mode == "gru":
+            dx_d, dh0, grads = reference.gru_backward(cache, dy_d, dh_n)
+            dc0 = None
+        else:
+            dx_d, dh0, grads = reference.rnn_backward(cache, dy_d, dh_n)
+            dc0 = None
+        if accumulate:
+            dx += dx_d
+        else:
+            dx[...] = dx_d
+        return dh0, dc0, grads
+
+
+class CompiledBackend:
+    """Runs the fused Cython/OpenMP kernels on packed rows."""
+
+    name = "auto"
+    Layout = PackedLayout
+
+    def forward(self, layer, layout, x, w, h0, c0, y, col, reverse, training):
+        if w.get("w_hr") is not None:
+            raise NotImplementedError(
+                "proj_size > 0 has no compiled kernel yet; use backend='reference'")
+        mode, H = layer.mode, layer.hidden_size
+        dt = layout.dtype
+        T, B, I = layout.T, layout.B, x.shape[1]
+        N = layout.n_rows
+        G = layer.gate_count
+        nt = kernel_threads(B, G, H, I)
+        args = (T, B, I, H, layout.batch_sizes, reverse)
+        x_f = _flat(x, dt)
+        w_ih, w_hh = _flat(w["w_ih"], dt), _flat(w["w_hh"], dt)
+        b_ih, b_hh = _flat(w.get("b_ih"), dt), _flat(w.get("b_hh"), dt)
+        h_n = np.empty((B, H), dt)
+        y_f = y.reshape(-1)
+        cache = dict(x=x_f, w_ih=w_ih, w_hh=w_hh, reverse=reverse, threads=nt,
+                     has_bias=w.get("b_ih") is not None)
+        empty = _EMPTY[dt]
+        with blas_guard.single_threaded():
+            if mode == "lstm":
+                c_n = np.empty((B, H), dt)
+                if training:
+                    cache.update(gates=np.empty(N * 4 * H, dt), cs=np.empty(N * H, dt),
+                                 c_prevs=np.empty(N * H, dt), h_prevs=np.empty(N * H, dt))
+                    bufs = (cache["gates"], cache["cs"], cache["c_prevs"], cache["h_prevs"])
+                else:
+                    bufs = (empty,) * 4
+                _lstm.forward(*args, x_f, w_ih, w_hh, b_ih, b_hh, _flat(h0, dt),
+                              _flat(c0, dt), y_f, col, y.shape[1], h_n.reshape(-1),
+                              c_n.reshape(-1), *bufs, nt)
+            elif mode == "gru":
+                c_n = None
+                if training:
+                    cache.update(gates=np.empty(N * 3 * H, dt), hns=np.empty(N * H, dt),
+                                 h_prevs=np.empty(N * H, dt))
+                    bufs = (cache["gates"], cache["hns"], cache["h_prevs"])
+                else:
+                    bufs = (empty,) * 3
+                _gru.forward(*args, layer.reset_after, x_f, w_ih, w_hh, b_ih, b_hh,
+                             _flat(h0, dt), y_f, col, y.shape[1], h_n.reshape(-1), *bufs, nt)
+            else:
+                c_n = None
+                if training:
+                    cache.update(hs=np.empty(N * H, dt), h_prevs=np.empty(N * H, dt))
+                    bufs = (cache["hs"], cache["h_prevs"])
+                else:
+                    bufs = (empty,) * 2
+                _rnn.forward(*args, layer.nonlinearity, x_f, w_ih, w_hh, b_ih, b_hh,
+                             _flat(h0, dt), y_f, col, y.shape[1], h_n.reshape(-1), *bufs, nt)
+        return h_n, c_n, cache
+
+    def backward(self, layer, layout, cache, dy, col, dh_n, dc_n, dx, accumulate):
+        mode, H = layer.mode, layer.hidden_size
+        dt = layout.dtype
+        T, B, I = layout.T, layout.B, dx.shape[1]
+        G = layer.gate_count
+        nt = cache["threads"]
+        args = (T, B, I, H, layout.batch_sizes, cache["reverse"], )
+        dh0 = np.empty((B, H), dt)
+        dw_ih, dw_hh = np.empty((G * H, I), dt), np.empty((G * H, H), dt)
+        grads = dict(w_ih=dw_ih, w_hh=dw_hh)
+        dy_f, ldy = dy.reshape(-1), dy.shape[1]
+        dx_f = dx.reshape(-1)
+        common_in = (cache["x"], cache["w_ih"], cache["w_hh"])
+        with blas_guard.single_threaded():
+            if mode == "lstm":
+                dc0 = np.empty((B, H), dt)
+                db = np.empty(G * H, dt) if cache["has_bias"] else _EMPTY[dt]
+                _lstm.backward(*args, *common_in, cache["gates"], cache["cs"],
+                               cache["c_prevs"], cache["h_prevs"], dy_f, col, ldy,
+                               _flat(dh_n, dt), _flat(dc_n, dt), dx_f, accumulate,
+                               dh0.reshape(-1), dc0.reshape(-1), dw_ih.reshape(-1),
+                               dw_hh.reshape(-1), db, nt)
+                if cache["has_bias"]:
+                    grads.update(b_ih=db, b_hh=db.copy())
+            elif mode == "gru":
+                dc0 = None
+                has_bias = cache["has_bias"]
+                db_ih = np.empty(G * H, dt) if has_bias else _EMPTY[dt]
+                db_hh = np.empty(G * H, dt) if has_bias else _EMPTY[dt]
+                _gru.backward(*args, layer.reset_after, *common_in, cache["gates"],
+                              cache["hns"], cache["h_prevs"], dy_f, col, ldy,
+                              _flat(dh_n, dt), dx_f, accumulate, dh0.reshape(-1),
+                              dw_ih.reshape(-1), dw_hh.reshape(-1), db_ih, db_hh, nt)
+                if has_bias:
+                    grads.update(b_ih=db_ih, b_hh=db_hh)
+            else:
+                dc0 = None
+                db = np.empty(G * H, dt) if cache["has_bias"] else _EMPTY[dt]
+                _rnn.backward(*args, layer.nonlinearity, *common_in, cache["hs"],
+                              cache["h_prevs"], dy_f, col, ldy, _flat(dh_n, dt), dx_f,
+                              accumulate, dh0.reshape(-1), dw_ih.reshape(-1),
+                              dw_hh.reshape(-1), db, nt)
+                if cache["has_bias"]:
+                    grads.update(b_ih=db, b_hh=db.copy())
+        return dh0, dc0, grads
+
+
+BACKENDS = {"auto": CompiledBackend(), "reference": ReferenceBackend()}

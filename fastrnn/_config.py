@@ -1,0 +1,144 @@
+"""Thread counts, the BLAS thread guard and show_config()."""
+
+import contextlib
+import os
+import platform
+import sys
+import threading
+
+import numpy as np
+import scipy
+
+from fastrnn import _threads
+
+__all__ = ["set_num_threads", "get_num_threads", "show_config", "kernel_threads"]
+
+_requested_threads = None
+
+
+def set_num_threads(n):
+    """Use ``n`` threads in fastrnn's kernels (``None`` restores the default)."""
+    global _requested_threads
+    if n is None:
+        _requested_threads = None
+        return
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise TypeError(f"set_num_threads expects an int, got {type(n).__name__}")
+    if n < 1:
+        raise ValueError(f"set_num_threads expects n >= 1, got {n}")
+    _requested_threads = int(n)
+
+
+def get_num_threads():
+    """Threads fastrnn's kernels may use.
+
+    The value given to set_num_threads, else OpenMP's own default: the cores this
+    process may run on, or OMP_NUM_THREADS, or a threadpoolctl limit in force.
+    1 in a build without OpenMP.
+    """
+    if not _threads.openmp_enabled():
+        return 1
+    if _requested_threads is not None:
+        return _requested_threads
+    return max(1, _threads.openmp_max_threads())
+
+
+# Per-step work (multiply-adds of the recurrent GEMM) below which one thread is
+# faster than a team: a barrier costs ~1-2 us on this class of machine, which a
+# step of fewer than ~16k MACs per thread cannot pay back.
+MIN_MACS_PER_THREAD = 16384
+# Hidden units per thread below which a thread's GEMM slice is too thin to pay.
+MIN_UNITS_PER_THREAD = 16
+
+
+def kernel_threads(batch, gates, hidden, inputs):
+    """Threads for one kernel call, from the workload size (see the constants)."""
+    n = get_num_threads()
+    if n <= 1:
+        return 1
+    macs = batch * gates * hidden * (hidden + inputs)
+    n = min(n, max(1, macs // MIN_MACS_PER_THREAD), max(1, hidden // MIN_UNITS_PER_THREAD))
+    return int(max(1, n))
+
+
+class _BlasGuard:
+    """Holds SciPy's BLAS to one thread while fastrnn's own threads call it.
+
+    Kernels parallelise with OpenMP and call BLAS from every thread; a BLAS that
+    also spawned threads would oversubscribe the cores.  Nested calls (several
+    Python threads at once) share one switch: the first sets 1, the last restores.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._saved = []
+        self._libs = None
+
+    def _blas_libs(self):
+        if self._libs is None:
+            try:
+                from threadpoolctl import ThreadpoolController
+            except ImportError:           # pragma: no cover - a declared dependency
+                self._libs = []
+                return self._libs
+            scipy_dir = os.path.dirname(os.path.dirname(scipy.__file__))
+            libs = [lc for lc in ThreadpoolController().lib_controllers
+                    if lc.user_api == "blas"]
+            own = [lc for lc in libs if lc.filepath.startswith(scipy_dir) and
+                   "scipy" in os.path.basename(os.path.dirname(lc.filepath))]
+            self._libs = own or libs
+        return self._libs
+
+    @contextlib.contextmanager
+    def single_threaded(self):
+        with self._lock:
+            if self._depth == 0:
+                self._saved = []
+                for lc in self._blas_libs():
+                    n = lc.get_num_threads()
+                    if n != 1:
+                        lc.set_num_threads(1)
+                        self._saved.append((lc, n))
+            self._depth += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._depth -= 1
+                if self._depth == 0:
+                    for lc, n in self._saved:
+                        lc.set_num_threads(n)
+                    self._saved = []
+
+    def describe(self):
+        return [f"{lc.internal_api} {lc.version} ({lc.threading_layer}, "
+                f"{lc.num_threads} threads) {lc.filepath}" for lc in self._blas_libs()]
+
+
+blas_guard = _BlasGuard()
+
+
+def show_config(file=None):
+    """Print the version, build flags, OpenMP, the BLAS in use and thread counts."""
+    from fastrnn import __version__
+    try:
+        from fastrnn._build_info import BUILD_INFO
+    except ImportError:                   # pragma: no cover - built without setup.py
+        BUILD_INFO = {}
+    out = file or sys.stdout
+    lines = [
+        f"fastrnn {__version__}",
+        f"python {platform.python_version()} on {platform.machine()} ({platform.system()})",
+        f"numpy {np.__version__}, scipy {scipy.__version__}",
+        f"compiler: {BUILD_INFO.get('compiler', 'unknown')}",
+        f"compile flags: {' '.join(BUILD_INFO.get('compile_args', []))}",
+        f"link flags: {' '.join(BUILD_INFO.get('link_args', []))}",
+        f"sanitizers: {BUILD_INFO.get('sanitize') or 'none'}",
+        f"OpenMP: {'on' if _threads.openmp_enabled() else 'off (serial kernels)'}",
+        f"threads: fastrnn {get_num_threads()}, OpenMP max "
+        f"{_threads.openmp_max_threads()}, cores {os.cpu_count()}",
+        "BLAS (scipy.linalg.cython_blas):",
+    ]
+    lines += ["  " + d for d in blas_guard.describe()] or ["  unknown"]
+    print("\n".join(lines), file=out)
