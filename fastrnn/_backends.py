@@ -159,10 +159,7 @@ class CompiledBackend:
     Layout = PackedLayout
 
     def forward(self, layer, layout, x, w, h0, c0, y, col, reverse, training):
-        if w.get("w_hr") is not None:
-            raise NotImplementedError(
-                "proj_size > 0 has no compiled kernel yet; use backend='reference'")
-        mode, H = layer.mode, layer.hidden_size
+        mode, H, P = layer.mode, layer.hidden_size, layer.output_size
         dt = layout.dtype
         T, B, I = layout.T, layout.B, x.shape[1]
         N = layout.n_rows
@@ -172,7 +169,7 @@ class CompiledBackend:
         x_f = _flat(x, dt)
         w_ih, w_hh = _flat(w["w_ih"], dt), _flat(w["w_hh"], dt)
         b_ih, b_hh = _flat(w.get("b_ih"), dt), _flat(w.get("b_hh"), dt)
-        h_n = np.empty((B, H), dt)
+        h_n = np.empty((B, P), dt)
         y_f = y.reshape(-1)
         cache = dict(x=x_f, w_ih=w_ih, w_hh=w_hh, reverse=reverse, threads=nt,
                      has_bias=w.get("b_ih") is not None)
@@ -180,15 +177,19 @@ class CompiledBackend:
         with blas_guard.single_threaded():
             if mode == "lstm":
                 c_n = np.empty((B, H), dt)
+                w_hr = _flat(w.get("w_hr"), dt)
+                cache["w_hr"] = w_hr
                 if training:
                     cache.update(gates=np.empty(N * 4 * H, dt), cs=np.empty(N * H, dt),
-                                 c_prevs=np.empty(N * H, dt), h_prevs=np.empty(N * H, dt))
-                    bufs = (cache["gates"], cache["cs"], cache["c_prevs"], cache["h_prevs"])
+                                 c_prevs=np.empty(N * H, dt), h_prevs=np.empty(N * P, dt),
+                                 rs=np.empty(N * H, dt) if P != H else empty)
+                    bufs = (cache["gates"], cache["cs"], cache["c_prevs"], cache["h_prevs"],
+                            cache["rs"])
                 else:
-                    bufs = (empty,) * 4
-                _lstm.forward(*args, x_f, w_ih, w_hh, b_ih, b_hh, _flat(h0, dt),
-                              _flat(c0, dt), y_f, col, y.shape[1], h_n.reshape(-1),
-                              c_n.reshape(-1), *bufs, nt)
+                    bufs = (empty,) * 5
+                _lstm.forward(T, B, I, H, P, layout.batch_sizes, reverse, x_f, w_ih, w_hh,
+                              b_ih, b_hh, w_hr, _flat(h0, dt), _flat(c0, dt), y_f, col,
+                              y.shape[1], h_n.reshape(-1), c_n.reshape(-1), *bufs, nt)
             elif mode == "gru":
                 c_n = None
                 if training:
@@ -211,14 +212,14 @@ class CompiledBackend:
         return h_n, c_n, cache
 
     def backward(self, layer, layout, cache, dy, col, dh_n, dc_n, dx, accumulate):
-        mode, H = layer.mode, layer.hidden_size
+        mode, H, P = layer.mode, layer.hidden_size, layer.output_size
         dt = layout.dtype
         T, B, I = layout.T, layout.B, dx.shape[1]
         G = layer.gate_count
         nt = cache["threads"]
-        args = (T, B, I, H, layout.batch_sizes, cache["reverse"], )
-        dh0 = np.empty((B, H), dt)
-        dw_ih, dw_hh = np.empty((G * H, I), dt), np.empty((G * H, H), dt)
+        args = (T, B, I, H, layout.batch_sizes, cache["reverse"])
+        dh0 = np.empty((B, P), dt)
+        dw_ih, dw_hh = np.empty((G * H, I), dt), np.empty((G * H, P), dt)
         grads = dict(w_ih=dw_ih, w_hh=dw_hh)
         dy_f, ldy = dy.reshape(-1), dy.shape[1]
         dx_f = dx.reshape(-1)
@@ -227,13 +228,17 @@ class CompiledBackend:
             if mode == "lstm":
                 dc0 = np.empty((B, H), dt)
                 db = np.empty(G * H, dt) if cache["has_bias"] else _EMPTY[dt]
-                _lstm.backward(*args, *common_in, cache["gates"], cache["cs"],
-                               cache["c_prevs"], cache["h_prevs"], dy_f, col, ldy,
-                               _flat(dh_n, dt), _flat(dc_n, dt), dx_f, accumulate,
+                dw_hr = np.empty((P, H), dt) if P != H else _EMPTY[dt]
+                _lstm.backward(T, B, I, H, P, layout.batch_sizes, cache["reverse"],
+                               *common_in, cache["w_hr"], cache["gates"], cache["cs"],
+                               cache["c_prevs"], cache["h_prevs"], cache["rs"], dy_f, col,
+                               ldy, _flat(dh_n, dt), _flat(dc_n, dt), dx_f, accumulate,
                                dh0.reshape(-1), dc0.reshape(-1), dw_ih.reshape(-1),
-                               dw_hh.reshape(-1), db, nt)
+                               dw_hh.reshape(-1), db, dw_hr.reshape(-1), nt)
                 if cache["has_bias"]:
                     grads.update(b_ih=db, b_hh=db.copy())
+                if P != H:
+                    grads["w_hr"] = dw_hr
             elif mode == "gru":
                 dc0 = None
                 has_bias = cache["has_bias"]

@@ -8,18 +8,22 @@ Layouts (row-major, weights in torch's layout, gates in torch's order i, f, g, o
                          steps one after the other (torch's PackedSequence);
                          without batch_sizes (NULL), N = T * B, time-major.
     w_ih     (4H, I),  w_hh (4H, H),  b_ih, b_hh (4H,) or NULL
-    h0, c0   (B, H)      states of the sorted rows (NULL: zeros)
-    y        (N, ldy)    output rows (h_t), H columns from the given pointer
-    h_n, c_n (B, H)      each row's state after its own last step
+    w_hr     (P, H)      projection (torch's LSTMP, P = proj_size), or NULL and P = H
+    h0 (B, P), c0 (B, H) states of the sorted rows (NULL: zeros)
+    y        (N, ldy)    output rows (h_t), P columns from the given pointer
+    h_n (B, P), c_n (B, H)  each row's state after its own last step
     gates    (N, 4H)     training only: post-activation i, f, g, o
-    cs, c_prevs, h_prevs (N, H)  training only: c_t, c_{t-1}, h_{t-1}
+    cs, c_prevs (N, H)   training only: c_t, c_{t-1}
+    h_prevs  (N, P)      training only: h_{t-1}
+    rs       (N, H)      training only, with a projection: o * tanh(c_t)
 
 ``reverse`` walks time from the end, each row starting at its own last step.
 
 Threads: one OpenMP region spans the whole sequence.  Each thread owns a block
 of hidden units for every step: it projects the inputs of those units itself,
 computes their recurrent GEMM slice with a single-threaded BLAS call and runs
-the fused elementwise pass on them; one barrier per step publishes the new h.
+the fused elementwise pass on them; one barrier per step publishes the new h
+(two with a projection, whose GEMM needs every unit's o * tanh(c)).
 """
 
 from cython cimport floating
@@ -32,43 +36,57 @@ from fastrnn._common cimport (
     fill_bias, column_sums, copy_block, chunk_steps)
 
 
-cdef Py_ssize_t lstm_workspace_size(Py_ssize_t T, Py_ssize_t B, Py_ssize_t H,
+cdef Py_ssize_t lstm_workspace_size(Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, Py_ssize_t P,
                                     bint training) noexcept nogil:
-    """Elements of scratch that lstm_forward needs (two h buffers, projection chunk)."""
-    if training:
-        return 2 * B * H
-    return 2 * B * H + chunk_steps(T, B, 0) * B * 4 * H
+    """Elements of scratch for lstm_forward: two h buffers (B, P), with a projection
+    o * tanh(c) of one step (B, H), and in inference the input projection chunk."""
+    cdef Py_ssize_t n = 2 * B * P + (B * H if P != H else 0)
+    if not training:
+        n += chunk_steps(T, B, 0) * B * 4 * H
+    return n
+
+
+cdef Py_ssize_t lstm_backward_workspace_size(Py_ssize_t N, Py_ssize_t B, Py_ssize_t H,
+                                             Py_ssize_t P) noexcept nogil:
+    """Elements of scratch for lstm_backward: with a projection, the gradient
+    reaching every h_t (N, P), kept for dW_hr, and d(o * tanh(c)) of one step (B, H)."""
+    return N * P + B * H if P != H else 0
 
 
 cdef void _forward_body(
-        Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
+        Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize_t P,
         const Py_ssize_t* batch_sizes, bint reverse,
         const floating* x, const floating* w_ih, const floating* w_hh,
-        const floating* b_ih, const floating* b_hh,
+        const floating* b_ih, const floating* b_hh, const floating* w_hr,
         const floating* h0, const floating* c0,
         floating* y, Py_ssize_t ldy, floating* h_n, floating* c_n,
         floating* gates, floating* cs, floating* c_prevs, floating* h_prevs,
-        floating* work, int tid, int nt) noexcept nogil:
+        floating* rs, floating* work, int tid, int nt) noexcept nogil:
     cdef bint training = gates != NULL
     cdef bint up = not reverse
+    cdef bint proj = w_hr != NULL
     cdef Py_ssize_t G = 4 * H
-    cdef Py_ssize_t j0, j1, hk, g, s, t, b, j, bs, finish, row, base
+    cdef Py_ssize_t j0, j1, hk, p0, p1, pk, g, s, t, b, j, bs, finish, row, base
     cdef Py_ssize_t s_chunk, n_chunk, t_lo, t_hi, chunk_n
     cdef Py_ssize_t n_rows = total_rows(T, B, batch_sizes)
     cdef Py_ssize_t off = 0 if up else n_rows
     cdef Py_ssize_t steps = chunk_steps(T, B, training)
     cdef floating* h_cur = work
-    cdef floating* h_next = work + B * H
+    cdef floating* h_next = work + B * P
+    cdef floating* r_scratch = work + 2 * B * P
     cdef floating* h_swap
-    cdef floating* xp = gates if training else work + 2 * B * H
+    cdef floating* xp = gates if training else work + 2 * B * P + (B * H if proj else 0)
     cdef floating* xp_row
+    cdef floating* r_t
     cdef floating i_, f_, g_, o_, c_, h_, c_prev
 
     split_units(H, tid, nt, &j0, &j1)
+    split_units(P, tid, nt, &p0, &p1)    # the same split as j0, j1 without projection
     hk = j1 - j0
+    pk = p1 - p0
     # Both h buffers start at h0: rows that join late (reverse walk) read h0 from either.
-    copy_block(h_cur, H, h0, H, B, j0, j1)
-    copy_block(h_next, H, h0, H, B, j0, j1)
+    copy_block(h_cur, P, h0, P, B, p0, p1)
+    copy_block(h_next, P, h0, P, B, p0, p1)
     copy_block(c_n, H, c0, H, B, j0, j1)     # c is updated in place; it ends as c_n
     fastrnn_barrier()
 
@@ -77,12 +95,10 @@ cdef void _forward_body(
         n_chunk = min(steps, T - s_chunk)
         if up:
             t_lo, t_hi = s_chunk, s_chunk + n_chunk
-            chunk_n = rows_between(B, batch_sizes, t_lo, t_hi)
-            base = off
         else:
             t_lo, t_hi = T - s_chunk - n_chunk, T - s_chunk
-            chunk_n = rows_between(B, batch_sizes, t_lo, t_hi)
-            base = off - chunk_n
+        chunk_n = rows_between(B, batch_sizes, t_lo, t_hi)
+        base = off if up else off - chunk_n
         # Input projection of this chunk, this thread's columns of every gate.
         xp_row = xp if not training else xp + base * G
         for g in range(4):
@@ -98,9 +114,10 @@ cdef void _forward_body(
             row = off
             xp_row = xp + (row if training else row - base) * G
             for g in range(4):
-                gemm(False, True, bs, hk, H, <floating>1, h_cur, H,
-                     w_hh + (g * H + j0) * H, H, <floating>1, xp_row + g * H + j0, G)
+                gemm(False, True, bs, hk, P, <floating>1, h_cur, P,
+                     w_hh + (g * H + j0) * P, P, <floating>1, xp_row + g * H + j0, G)
             finish = rows_finishing_from(T, B, batch_sizes, t, up, bs)
+            r_t = (rs + row * H if training else r_scratch) if proj else h_next
             for b in range(bs):
                 for j in range(j0, j1):
                     i_ = sigmoid(xp_row[b * G + j])
@@ -111,8 +128,7 @@ cdef void _forward_body(
                     c_ = f_ * c_prev + i_ * g_
                     h_ = o_ * tanh_(c_)
                     c_n[b * H + j] = c_
-                    h_next[b * H + j] = h_
-                    y[(row + b) * ldy + j] = h_
+                    r_t[b * H + j] = h_
                     if training:
                         xp_row[b * G + j] = i_
                         xp_row[b * G + H + j] = f_
@@ -120,10 +136,19 @@ cdef void _forward_body(
                         xp_row[b * G + 3 * H + j] = o_
                         cs[(row + b) * H + j] = c_
                         c_prevs[(row + b) * H + j] = c_prev
-                        h_prevs[(row + b) * H + j] = h_cur[b * H + j]
+            if proj:
+                # h = W_hr (o * tanh c) needs every thread's units: sync, then own outputs.
+                fastrnn_barrier()
+                gemm(False, True, bs, pk, H, <floating>1, r_t, H, w_hr + p0 * H, H,
+                     <floating>0, h_next + p0, P)
+            for b in range(bs):
+                for j in range(p0, p1):
+                    y[(row + b) * ldy + j] = h_next[b * P + j]
+                    if training:
+                        h_prevs[(row + b) * P + j] = h_cur[b * P + j]
                 if b >= finish:
-                    for j in range(j0, j1):
-                        h_n[b * H + j] = h_next[b * H + j]
+                    for j in range(p0, p1):
+                        h_n[b * P + j] = h_next[b * P + j]
             if up:
                 off += bs
             h_swap = h_cur
@@ -134,52 +159,58 @@ cdef void _forward_body(
 
 
 cdef void lstm_forward(
-        Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
+        Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize_t P,
         const Py_ssize_t* batch_sizes, bint reverse,
         const floating* x, const floating* w_ih, const floating* w_hh,
-        const floating* b_ih, const floating* b_hh,
+        const floating* b_ih, const floating* b_hh, const floating* w_hr,
         const floating* h0, const floating* c0,
         floating* y, Py_ssize_t ldy, floating* h_n, floating* c_n,
         floating* gates, floating* cs, floating* c_prevs, floating* h_prevs,
-        floating* work, int num_threads) noexcept nogil:
+        floating* rs, floating* work, int num_threads) noexcept nogil:
     """LSTM over one direction of a packed sequence (layouts in the module docstring).
 
     Inference when ``gates`` is NULL; training otherwise, filling gates, cs,
-    c_prevs and h_prevs for lstm_backward.  ``work`` holds
-    lstm_workspace_size(T, B, H, training) elements.
+    c_prevs, h_prevs (and rs with a projection) for lstm_backward.  ``work``
+    holds lstm_workspace_size(T, B, H, P, training) elements.
     """
     if num_threads <= 1:
-        _forward_body(T, B, I, H, batch_sizes, reverse, x, w_ih, w_hh, b_ih, b_hh, h0, c0,
-                      y, ldy, h_n, c_n, gates, cs, c_prevs, h_prevs, work, 0, 1)
+        _forward_body(T, B, I, H, P, batch_sizes, reverse, x, w_ih, w_hh, b_ih, b_hh, w_hr,
+                      h0, c0, y, ldy, h_n, c_n, gates, cs, c_prevs, h_prevs, rs, work, 0, 1)
         return
     with parallel(num_threads=num_threads):
-        _forward_body(T, B, I, H, batch_sizes, reverse, x, w_ih, w_hh, b_ih, b_hh, h0, c0,
-                      y, ldy, h_n, c_n, gates, cs, c_prevs, h_prevs, work,
+        _forward_body(T, B, I, H, P, batch_sizes, reverse, x, w_ih, w_hh, b_ih, b_hh, w_hr,
+                      h0, c0, y, ldy, h_n, c_n, gates, cs, c_prevs, h_prevs, rs, work,
                       omp_get_thread_num(), omp_get_num_threads())
 
 
 cdef void _backward_body(
-        Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
+        Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize_t P,
         const Py_ssize_t* batch_sizes, bint reverse,
         const floating* x, const floating* w_ih, const floating* w_hh,
-        floating* gates, const floating* cs, const floating* c_prevs,
-        const floating* h_prevs,
+        const floating* w_hr, floating* gates, const floating* cs,
+        const floating* c_prevs, const floating* h_prevs, const floating* rs,
         const floating* dy, Py_ssize_t ldy, const floating* dh_n, const floating* dc_n,
         floating* dx, bint accumulate_dx, floating* dh0, floating* dc0,
-        floating* dw_ih, floating* dw_hh, floating* db, int tid, int nt) noexcept nogil:
+        floating* dw_ih, floating* dw_hh, floating* db, floating* dw_hr,
+        floating* work, int tid, int nt) noexcept nogil:
     # Backward walks time the other way round from the forward pass.
     cdef bint up = reverse
+    cdef bint proj = w_hr != NULL
     cdef Py_ssize_t G = 4 * H
-    cdef Py_ssize_t j0, j1, hk, g, s, t, b, j, bs, row, r0, r1, k
+    cdef Py_ssize_t j0, j1, hk, p0, p1, pk, g, s, t, b, j, bs, row, r0, r1, k
     cdef Py_ssize_t n_rows = total_rows(T, B, batch_sizes)
     cdef Py_ssize_t off = 0 if up else n_rows
     cdef floating* d_row
+    cdef floating* dh_all = work                  # (N, P): gradient reaching each h_t
+    cdef floating* dr = work + n_rows * P         # (B, H): gradient of o * tanh(c_t)
     cdef floating i_, f_, g_, o_, c_, tc, dh, dc, do_, di, df, dg
 
     split_units(H, tid, nt, &j0, &j1)
+    split_units(P, tid, nt, &p0, &p1)
     hk = j1 - j0
+    pk = p1 - p0
     # dh0 and dc0 carry the running state gradients; they end as the answers.
-    copy_block(dh0, H, dh_n, H, B, j0, j1)
+    copy_block(dh0, P, dh_n, P, B, p0, p1)
     copy_block(dc0, H, dc_n, H, B, j0, j1)
 
     for s in range(T):
@@ -189,6 +220,17 @@ cdef void _backward_body(
             off -= bs
         row = off
         d_row = gates + row * G
+        if proj:
+            for b in range(bs):
+                for j in range(p0, p1):
+                    dh = dh0[b * P + j]
+                    if dy != NULL:
+                        dh = dh + dy[(row + b) * ldy + j]
+                    dh_all[(row + b) * P + j] = dh
+            fastrnn_barrier()
+            # d(o * tanh c)[:, own units] = dh_t . W_hr[:, own units]
+            gemm(False, False, bs, hk, P, <floating>1, dh_all + row * P, P, w_hr + j0, H,
+                 <floating>0, dr + j0, H)
         for b in range(bs):
             for j in range(j0, j1):
                 k = (row + b) * H + j
@@ -198,9 +240,12 @@ cdef void _backward_body(
                 o_ = d_row[b * G + 3 * H + j]
                 c_ = cs[k]
                 tc = tanh_(c_)
-                dh = dh0[b * H + j]
-                if dy != NULL:
-                    dh = dh + dy[(row + b) * ldy + j]
+                if proj:
+                    dh = dr[b * H + j]
+                else:
+                    dh = dh0[b * H + j]
+                    if dy != NULL:
+                        dh = dh + dy[(row + b) * ldy + j]
                 do_ = dh * tc
                 dc = dc0[b * H + j] + dh * o_ * (1 - tc * tc)
                 di = dc * g_
@@ -213,9 +258,9 @@ cdef void _backward_body(
                 d_row[b * G + 2 * H + j] = dg * (1 - g_ * g_)
                 d_row[b * G + 3 * H + j] = do_ * o_ * (1 - o_)
         fastrnn_barrier()
-        # dh_{t-1}[:, own units] = d_gates_t . W_hh[:, own units]
-        gemm(False, False, bs, hk, G, <floating>1, d_row, G, w_hh + j0, H,
-             <floating>0, dh0 + j0, H)
+        # dh_{t-1}[:, own outputs] = d_gates_t . W_hh[:, own outputs]
+        gemm(False, False, bs, pk, G, <floating>1, d_row, G, w_hh + p0, P,
+             <floating>0, dh0 + p0, P)
         if up:
             off += bs
     fastrnn_barrier()
@@ -224,10 +269,13 @@ cdef void _backward_body(
     for g in range(4):
         gemm(True, False, hk, I, n_rows, <floating>1, gates + g * H + j0, G, x, I,
              <floating>0, dw_ih + (g * H + j0) * I, I)
-        gemm(True, False, hk, H, n_rows, <floating>1, gates + g * H + j0, G, h_prevs, H,
-             <floating>0, dw_hh + (g * H + j0) * H, H)
+        gemm(True, False, hk, P, n_rows, <floating>1, gates + g * H + j0, G, h_prevs, P,
+             <floating>0, dw_hh + (g * H + j0) * P, P)
         if db != NULL:
             column_sums(db, gates, n_rows, G, g * H + j0, g * H + j1)
+    if proj:
+        gemm(True, False, pk, H, n_rows, <floating>1, dh_all + p0, P, rs, H,
+             <floating>0, dw_hr + p0 * H, H)
     # dx = d_gates . W_ih, split by rows.
     split_rows(n_rows, tid, nt, &r0, &r1)
     gemm(False, False, r1 - r0, I, G, <floating>1, gates + r0 * G, G, w_ih, I,
@@ -235,30 +283,34 @@ cdef void _backward_body(
 
 
 cdef void lstm_backward(
-        Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
+        Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize_t P,
         const Py_ssize_t* batch_sizes, bint reverse,
         const floating* x, const floating* w_ih, const floating* w_hh,
-        floating* gates, const floating* cs, const floating* c_prevs,
-        const floating* h_prevs,
+        const floating* w_hr, floating* gates, const floating* cs,
+        const floating* c_prevs, const floating* h_prevs, const floating* rs,
         const floating* dy, Py_ssize_t ldy, const floating* dh_n, const floating* dc_n,
         floating* dx, bint accumulate_dx, floating* dh0, floating* dc0,
-        floating* dw_ih, floating* dw_hh, floating* db, int num_threads) noexcept nogil:
+        floating* dw_ih, floating* dw_hh, floating* db, floating* dw_hr,
+        floating* work, int num_threads) noexcept nogil:
     """BPTT of lstm_forward (training) over the same direction.
 
-    dy (N, ldy), dh_n, dc_n (B, H) may be NULL (zeros).  Writes dx (N, I) (added
-    to it when accumulate_dx), dh0, dc0 (B, H), dw_ih (4H, I), dw_hh (4H, H) and
-    db (4H,) (the gradient of b_ih and of b_hh alike; NULL to skip).  ``gates``
-    is overwritten with the gate gradients: a cache serves one backward.
+    dy (N, ldy), dh_n (B, P) and dc_n (B, H) may be NULL (zeros).  Writes dx
+    (N, I) (added to it when accumulate_dx), dh0 (B, P), dc0 (B, H), dw_ih
+    (4H, I), dw_hh (4H, P), db (4H,) (the gradient of b_ih and of b_hh alike;
+    NULL to skip) and, with a projection, dw_hr (P, H).  ``gates`` is
+    overwritten with the gate gradients: a cache serves one backward.  ``work``
+    holds lstm_backward_workspace_size(N, B, H, P) elements.
     """
     if num_threads <= 1:
-        _backward_body(T, B, I, H, batch_sizes, reverse, x, w_ih, w_hh, gates, cs, c_prevs,
-                       h_prevs, dy, ldy, dh_n, dc_n, dx, accumulate_dx, dh0, dc0,
-                       dw_ih, dw_hh, db, 0, 1)
+        _backward_body(T, B, I, H, P, batch_sizes, reverse, x, w_ih, w_hh, w_hr, gates, cs,
+                       c_prevs, h_prevs, rs, dy, ldy, dh_n, dc_n, dx, accumulate_dx, dh0,
+                       dc0, dw_ih, dw_hh, db, dw_hr, work, 0, 1)
         return
     with parallel(num_threads=num_threads):
-        _backward_body(T, B, I, H, batch_sizes, reverse, x, w_ih, w_hh, gates, cs, c_prevs,
-                       h_prevs, dy, ldy, dh_n, dc_n, dx, accumulate_dx, dh0, dc0,
-                       dw_ih, dw_hh, db, omp_get_thread_num(), omp_get_num_threads())
+        _backward_body(T, B, I, H, P, batch_sizes, reverse, x, w_ih, w_hh, w_hr, gates, cs,
+                       c_prevs, h_prevs, rs, dy, ldy, dh_n, dc_n, dx, accumulate_dx, dh0,
+                       dc0, dw_ih, dw_hh, db, dw_hr, work, omp_get_thread_num(),
+                       omp_get_num_threads())
 
 
 # ----------------------------------------------------------------- Python entry points
@@ -269,26 +321,32 @@ import numpy as np
 from fastrnn._kernel_args cimport ptr, cptr, sizes_ptr, need, packed_rows
 
 
-def forward(Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
+def forward(Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize_t P,
             const Py_ssize_t[::1] batch_sizes, bint reverse,
             const floating[::1] x, const floating[::1] w_ih, const floating[::1] w_hh,
-            const floating[::1] b_ih, const floating[::1] b_hh,
+            const floating[::1] b_ih, const floating[::1] b_hh, const floating[::1] w_hr,
             const floating[::1] h0, const floating[::1] c0,
             floating[::1] y, Py_ssize_t y_col, Py_ssize_t ldy,
             floating[::1] h_n, floating[::1] c_n,
             floating[::1] gates, floating[::1] cs, floating[::1] c_prevs,
-            floating[::1] h_prevs, int num_threads):
+            floating[::1] h_prevs, floating[::1] rs, int num_threads):
     """Run lstm_forward; training when ``gates`` is not empty."""
     cdef bint training = gates.shape[0] > 0
     cdef Py_ssize_t n = packed_rows(batch_sizes, T, B)
+    if (w_hr.shape[0] > 0) != (P != H):
+        raise ValueError("w_hr is given exactly when P != H")
     need(x.shape[0], n * I, "x"); need(w_ih.shape[0], 4 * H * I, "w_ih")
-    need(w_hh.shape[0], 4 * H * H, "w_hh"); need(h_n.shape[0], B * H, "h_n")
-    need(c_n.shape[0], B * H, "c_n"); need(ldy, y_col + H, "ldy")
+    need(w_hh.shape[0], 4 * H * P, "w_hh"); need(h_n.shape[0], B * P, "h_n")
+    need(c_n.shape[0], B * H, "c_n"); need(ldy, y_col + P, "ldy")
     need(y.shape[0], n * ldy, "y")
+    if w_hr.shape[0]:
+        need(w_hr.shape[0], P * H, "w_hr")
     if training:
         need(gates.shape[0], n * 4 * H, "gates"); need(cs.shape[0], n * H, "cs")
-        need(c_prevs.shape[0], n * H, "c_prevs"); need(h_prevs.shape[0], n * H, "h_prevs")
-    work_arr = np.empty(lstm_workspace_size(T, B, H, training), np.asarray(x).dtype)
+        need(c_prevs.shape[0], n * H, "c_prevs"); need(h_prevs.shape[0], n * P, "h_prevs")
+        if w_hr.shape[0]:
+            need(rs.shape[0], n * H, "rs")
+    work_arr = np.empty(lstm_workspace_size(T, B, H, P, training), np.asarray(x).dtype)
     cdef floating[::1] work = work_arr
     cdef const Py_ssize_t* p_bs = sizes_ptr(batch_sizes)
     cdef const floating* p_x = cptr(x)
@@ -296,6 +354,7 @@ def forward(Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
     cdef const floating* p_w_hh = cptr(w_hh)
     cdef const floating* p_b_ih = cptr(b_ih)
     cdef const floating* p_b_hh = cptr(b_hh)
+    cdef const floating* p_w_hr = cptr(w_hr)
     cdef const floating* p_h0 = cptr(h0)
     cdef const floating* p_c0 = cptr(c0)
     cdef floating* p_y = ptr(y) + y_col
@@ -305,39 +364,51 @@ def forward(Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
     cdef floating* p_cs = ptr(cs)
     cdef floating* p_c_prevs = ptr(c_prevs)
     cdef floating* p_h_prevs = ptr(h_prevs)
+    cdef floating* p_rs = ptr(rs)
     cdef floating* p_work = ptr(work)
     with nogil:
-        lstm_forward(T, B, I, H, p_bs, reverse, p_x, p_w_ih, p_w_hh, p_b_ih, p_b_hh,
-                     p_h0, p_c0, p_y, ldy, p_h_n, p_c_n, p_gates, p_cs, p_c_prevs,
-                     p_h_prevs, p_work, num_threads)
+        lstm_forward(T, B, I, H, P, p_bs, reverse, p_x, p_w_ih, p_w_hh, p_b_ih, p_b_hh,
+                     p_w_hr, p_h0, p_c0, p_y, ldy, p_h_n, p_c_n, p_gates, p_cs, p_c_prevs,
+                     p_h_prevs, p_rs, p_work, num_threads)
 
 
-def backward(Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
+def backward(Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize_t P,
              const Py_ssize_t[::1] batch_sizes, bint reverse,
              const floating[::1] x, const floating[::1] w_ih, const floating[::1] w_hh,
-             floating[::1] gates, const floating[::1] cs, const floating[::1] c_prevs,
-             const floating[::1] h_prevs,
+             const floating[::1] w_hr, floating[::1] gates, const floating[::1] cs,
+             const floating[::1] c_prevs, const floating[::1] h_prevs,
+             const floating[::1] rs,
              const floating[::1] dy, Py_ssize_t dy_col, Py_ssize_t ldy,
              const floating[::1] dh_n, const floating[::1] dc_n,
              floating[::1] dx, bint accumulate_dx, floating[::1] dh0, floating[::1] dc0,
-             floating[::1] dw_ih, floating[::1] dw_hh, floating[::1] db, int num_threads):
+             floating[::1] dw_ih, floating[::1] dw_hh, floating[::1] db,
+             floating[::1] dw_hr, int num_threads):
     """Run lstm_backward on the buffers of a training forward."""
     cdef Py_ssize_t n = packed_rows(batch_sizes, T, B)
+    if (w_hr.shape[0] > 0) != (P != H):
+        raise ValueError("w_hr is given exactly when P != H")
     need(x.shape[0], n * I, "x"); need(gates.shape[0], n * 4 * H, "gates")
     need(cs.shape[0], n * H, "cs"); need(c_prevs.shape[0], n * H, "c_prevs")
-    need(h_prevs.shape[0], n * H, "h_prevs"); need(dx.shape[0], n * I, "dx")
-    need(dh0.shape[0], B * H, "dh0"); need(dc0.shape[0], B * H, "dc0")
-    need(dw_ih.shape[0], 4 * H * I, "dw_ih"); need(dw_hh.shape[0], 4 * H * H, "dw_hh")
+    need(h_prevs.shape[0], n * P, "h_prevs"); need(dx.shape[0], n * I, "dx")
+    need(dh0.shape[0], B * P, "dh0"); need(dc0.shape[0], B * H, "dc0")
+    need(dw_ih.shape[0], 4 * H * I, "dw_ih"); need(dw_hh.shape[0], 4 * H * P, "dw_hh")
+    if w_hr.shape[0]:
+        need(w_hr.shape[0], P * H, "w_hr"); need(rs.shape[0], n * H, "rs")
+        need(dw_hr.shape[0], P * H, "dw_hr")
     if dy.shape[0]:
-        need(ldy, dy_col + H, "ldy"); need(dy.shape[0], n * ldy, "dy")
+        need(ldy, dy_col + P, "ldy"); need(dy.shape[0], n * ldy, "dy")
+    work_arr = np.empty(lstm_backward_workspace_size(n, B, H, P), np.asarray(x).dtype)
+    cdef floating[::1] work = work_arr
     cdef const Py_ssize_t* p_bs = sizes_ptr(batch_sizes)
     cdef const floating* p_x = cptr(x)
     cdef const floating* p_w_ih = cptr(w_ih)
     cdef const floating* p_w_hh = cptr(w_hh)
+    cdef const floating* p_w_hr = cptr(w_hr)
     cdef floating* p_gates = ptr(gates)
     cdef const floating* p_cs = cptr(cs)
     cdef const floating* p_c_prevs = cptr(c_prevs)
     cdef const floating* p_h_prevs = cptr(h_prevs)
+    cdef const floating* p_rs = cptr(rs)
     cdef const floating* p_dy = cptr(dy)
     cdef const floating* p_dh_n = cptr(dh_n)
     cdef const floating* p_dc_n = cptr(dc_n)
@@ -347,9 +418,12 @@ def backward(Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
     cdef floating* p_dw_ih = ptr(dw_ih)
     cdef floating* p_dw_hh = ptr(dw_hh)
     cdef floating* p_db = ptr(db)
+    cdef floating* p_dw_hr = ptr(dw_hr)
+    cdef floating* p_work = ptr(work)
     if p_dy != NULL:
         p_dy = p_dy + dy_col
     with nogil:
-        lstm_backward(T, B, I, H, p_bs, reverse, p_x, p_w_ih, p_w_hh, p_gates, p_cs,
-                      p_c_prevs, p_h_prevs, p_dy, ldy, p_dh_n, p_dc_n, p_dx, accumulate_dx,
-                      p_dh0, p_dc0, p_dw_ih, p_dw_hh, p_db, num_threads)
+        lstm_backward(T, B, I, H, P, p_bs, reverse, p_x, p_w_ih, p_w_hh, p_w_hr, p_gates,
+                      p_cs, p_c_prevs, p_h_prevs, p_rs, p_dy, ldy, p_dh_n, p_dc_n, p_dx,
+                      accumulate_dx, p_dh0, p_dc0, p_dw_ih, p_dw_hh, p_db, p_dw_hr, p_work,
+                      num_threads)
