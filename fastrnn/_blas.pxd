@@ -9,3 +9,7 @@ cdef void gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_
                floating alpha, const floating* a, Py_ssize_t lda,
                const floating* b, Py_ssize_t ldb,
                floating beta, floating* c, Py_ssize_t ldc) noexcept nogil
+
+cdef void gemv(bint trans, Py_ssize_t rows, Py_ssize_t cols, floating alpha,
+               const floating* a, Py_ssize_t lda, const floating* x, Py_ssize_t incx,
+               floating beta, floating* y, Py_ssize_t incy) noexcept nogil

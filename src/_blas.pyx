@@ -2,7 +2,7 @@
 """Row-major GEMM over scipy.linalg.cython_blas, for float32 and float64."""
 
 from cython cimport floating
-from scipy.linalg.cython_blas cimport sgemm, dgemm
+from scipy.linalg.cython_blas cimport sgemm, dgemm, sgemv, dgemv
 
 import numpy as np
 
@@ -17,6 +17,16 @@ cdef void gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_
     each one fits the 32-bit ``int`` of the BLAS interface.
     """
     if m <= 0 or n <= 0:
+        return
+    # A single row or column is a matrix-vector product; GEMM would pack the whole
+    # matrix operand on every call (batch-1 recurrent steps are exactly this case).
+    if m == 1 and k > 0:
+        gemv(trans_b, k if trans_b else n, n if trans_b else k, alpha, b, ldb,
+             a, lda if trans_a else 1, beta, c, 1)
+        return
+    if n == 1 and k > 0:
+        gemv(not trans_a, m if trans_a else k, k if trans_a else m, alpha, a, lda,
+             b, 1 if trans_b else ldb, beta, c, ldc)
         return
     # Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: swap operands.
     cdef char ta = b"T" if trans_b else b"N"
@@ -34,8 +44,25 @@ cdef void gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_
               &beta, c, &ldc_)
 
 
-def gemm_memview(bint trans_a, bint trans_b, floating alpha, floating[:, ::1] a,
-                 floating[:, ::1] b, floating beta, floating[:, ::1] c):
+cdef void gemv(bint trans, Py_ssize_t rows, Py_ssize_t cols, floating alpha,
+               const floating* a, Py_ssize_t lda, const floating* x, Py_ssize_t incx,
+               floating beta, floating* y, Py_ssize_t incy) noexcept nogil:
+    """y := alpha * op(A).x + beta * y, A column-major (rows, cols) with leading dim lda.
+
+    Used by gemm on its row-major operands, which BLAS sees as column-major transposes.
+    """
+    cdef char t = b"T" if trans else b"N"
+    cdef int m_ = <int>rows, n_ = <int>cols
+    cdef int lda_ = <int>(lda if lda > 1 else 1)
+    cdef int incx_ = <int>incx, incy_ = <int>incy
+    if floating is float:
+        sgemv(&t, &m_, &n_, &alpha, <float*>a, &lda_, <float*>x, &incx_, &beta, y, &incy_)
+    else:
+        dgemv(&t, &m_, &n_, &alpha, <double*>a, &lda_, <double*>x, &incx_, &beta, y, &incy_)
+
+
+def gemm_memview(bint trans_a, bint trans_b, double alpha, floating[:, ::1] a,
+                 floating[:, ::1] b, double beta, floating[:, ::1] c):
     """C := alpha * op(A).op(B) + beta * C on C-contiguous 2-D arrays (for tests)."""
     cdef Py_ssize_t m = c.shape[0], n = c.shape[1]
     cdef Py_ssize_t k = a.shape[0] if trans_a else a.shape[1]
@@ -47,4 +74,5 @@ def gemm_memview(bint trans_a, bint trans_b, floating alpha, floating[:, ::1] a,
     cdef const floating* pb = &b[0, 0] if b.size else NULL
     cdef floating* pc = &c[0, 0] if c.size else NULL
     with nogil:
-        gemm(trans_a, trans_b, m, n, k, alpha, pa, a.shape[1], pb, b.shape[1], beta, pc, n)
+        gemm(trans_a, trans_b, m, n, k, <floating>alpha, pa, a.shape[1], pb, b.shape[1],
+             <floating>beta, pc, n)

@@ -53,6 +53,31 @@ cdef Py_ssize_t lstm_backward_workspace_size(Py_ssize_t N, Py_ssize_t B, Py_ssiz
     return N * P + B * H if P != H else 0
 
 
+cdef inline void _cell_row(floating* pre, floating* c, floating* r,
+                           floating* c_out, floating* c_prev_out, Py_ssize_t H,
+                           Py_ssize_t j0, Py_ssize_t j1, bint training) noexcept nogil:
+    """One row, units [j0, j1): pre-activations ``pre`` (4H) -> c (in place) and
+    r = o * tanh(c); training keeps the activated gates in ``pre``, c and c_prev."""
+    cdef Py_ssize_t j
+    cdef floating i_, f_, g_, o_, c_, c_prev
+    for j in range(j0, j1):
+        i_ = sigmoid(pre[j])
+        f_ = sigmoid(pre[H + j])
+        g_ = tanh_(pre[2 * H + j])
+        o_ = sigmoid(pre[3 * H + j])
+        c_prev = c[j]
+        c_ = f_ * c_prev + i_ * g_
+        c[j] = c_
+        r[j] = o_ * tanh_(c_)
+        if training:
+            pre[j] = i_
+            pre[H + j] = f_
+            pre[2 * H + j] = g_
+            pre[3 * H + j] = o_
+            c_out[j] = c_
+            c_prev_out[j] = c_prev
+
+
 cdef void _forward_body(
         Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize_t P,
         const Py_ssize_t* batch_sizes, bint reverse,
@@ -78,7 +103,6 @@ cdef void _forward_body(
     cdef floating* xp = gates if training else work + 2 * B * P + (B * H if proj else 0)
     cdef floating* xp_row
     cdef floating* r_t
-    cdef floating i_, f_, g_, o_, c_, h_, c_prev
 
     split_units(H, tid, nt, &j0, &j1)
     split_units(P, tid, nt, &p0, &p1)    # the same split as j0, j1 without projection
@@ -119,23 +143,13 @@ cdef void _forward_body(
             finish = rows_finishing_from(T, B, batch_sizes, t, up, bs)
             r_t = (rs + row * H if training else r_scratch) if proj else h_next
             for b in range(bs):
-                for j in range(j0, j1):
-                    i_ = sigmoid(xp_row[b * G + j])
-                    f_ = sigmoid(xp_row[b * G + H + j])
-                    g_ = tanh_(xp_row[b * G + 2 * H + j])
-                    o_ = sigmoid(xp_row[b * G + 3 * H + j])
-                    c_prev = c_n[b * H + j]
-                    c_ = f_ * c_prev + i_ * g_
-                    h_ = o_ * tanh_(c_)
-                    c_n[b * H + j] = c_
-                    r_t[b * H + j] = h_
-                    if training:
-                        xp_row[b * G + j] = i_
-                        xp_row[b * G + H + j] = f_
-                        xp_row[b * G + 2 * H + j] = g_
-                        xp_row[b * G + 3 * H + j] = o_
-                        cs[(row + b) * H + j] = c_
-                        c_prevs[(row + b) * H + j] = c_prev
+                # Literal flags: once inlined, each call is a branch-free, vectorised loop.
+                if training:
+                    _cell_row(xp_row + b * G, c_n + b * H, r_t + b * H, cs + (row + b) * H,
+                              c_prevs + (row + b) * H, H, j0, j1, True)
+                else:
+                    _cell_row(xp_row + b * G, c_n + b * H, r_t + b * H, NULL, NULL,
+                              H, j0, j1, False)
             if proj:
                 # h = W_hr (o * tanh c) needs every thread's units: sync, then own outputs.
                 fastrnn_barrier()
