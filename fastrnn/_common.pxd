@@ -2,7 +2,7 @@
 #
 # All are ``inline`` so they compile into each kernel module and cost no call.
 from cython cimport floating
-from libc.math cimport exp, tanh
+from libc.math cimport tanh
 
 cdef extern from *:
     """
@@ -29,64 +29,37 @@ cdef extern from *:
     int omp_get_max_threads() noexcept nogil
     void fastrnn_barrier() noexcept nogil
 
-cdef extern from *:
-    """
-    #include <stdint.h>
-    #include <string.h>
-    /* Float32 activations as straight-line code (no calls, no branches), so that the
-       kernels' elementwise loops vectorise.  Errors are measured in the test-suite
-       (tests/test_numerics.py) over the whole float range. */
-    static inline float fastrnn_expf(float x) {
-        /* exp(x) = 2^n exp(r), x = n ln2 + r, |r| <= ln2/2; exp(r) by Cephes' expf
-           polynomial; 2^n written into the exponent bits in two halves so that
-           n = 128 (x at the clamp) cannot overflow the exponent field. */
-        x = x < -87.33654f ? -87.33654f : x;     /* comparisons keep a NaN a NaN */
-        x = x > 89.0f ? 89.0f : x;               /* exp(89) overflows to inf, as it should */
-        const float shifter = 12582912.0f;        /* 1.5 * 2^23: adding it rounds to int */
-        float t = x * 1.44269504088896341f + shifter;
-        float n = t - shifter;
-        float r = x - n * 0.693359375f;           /* ln2 in two parts (Cody-Waite) */
-        r = r + n * 2.12194440e-4f;
-        float p = 1.9875691500e-4f;
-        p = p * r + 1.3981999507e-3f;
-        p = p * r + 8.3334519073e-3f;
-        p = p * r + 4.1665795894e-2f;
-        p = p * r + 1.6666665459e-1f;
-        p = p * r + 5.0000001201e-1f;
-        p = p * (r * r) + r + 1.0f;
-        uint32_t ti;
-        memcpy(&ti, &t, 4);
-        uint32_t e = ti - 0x4B400000u;            /* n as a two's-complement integer */
-        uint32_t e1 = (uint32_t)((int32_t)e >> 1), e2 = e - e1;
-        uint32_t b1 = (e1 + 127u) << 23, b2 = (e2 + 127u) << 23;
-        float s1, s2;
-        memcpy(&s1, &b1, 4);
-        memcpy(&s2, &b2, 4);
-        return p * s1 * s2;
-    }
-    static inline float fastrnn_sigmoidf(float x) {
-        return 1.0f / (1.0f + fastrnn_expf(-x));
-    }
-    static inline float fastrnn_tanhf(float x) {
-        /* |x| < 0.625: x P(x^2), a relative-error fit (no cancellation near 0);
-           otherwise 1 - 2 / (exp(2|x|) + 1), where the result is >= 0.55. */
-        float a = x < 0.0f ? -x : x;
-        float z = x * x;
-        float p = -5.660177788e-3f;
-        p = p * z + 2.059119257e-2f;
-        p = p * z - 5.372114838e-2f;
-        p = p * z + 1.333112892e-1f;
-        p = p * z - 3.333326062e-1f;
-        p = p * z + 9.999999961e-1f;
-        float small = x * p;
-        float big = 1.0f - 2.0f / (fastrnn_expf(2.0f * a) + 1.0f);
-        big = x < 0.0f ? -big : big;
-        return a < 0.625f ? small : big;
-    }
-    """
-    float fastrnn_expf(float) noexcept nogil
+cdef extern from "_cells.h":
+    # fastrnn/_activations.h and fastrnn/_cells.h, shipped beside this file.
     float fastrnn_sigmoidf(float) noexcept nogil
     float fastrnn_tanhf(float) noexcept nogil
+    double fastrnn_sigmoid(double) noexcept nogil
+    void fastrnn_lstm_row_f32(float* pre, float* c, float* r, float* c_out,
+                              float* c_prev_out, Py_ssize_t H, Py_ssize_t j0,
+                              Py_ssize_t j1, int training) noexcept nogil
+    void fastrnn_lstm_row_f64(double* pre, double* c, double* r, double* c_out,
+                              double* c_prev_out, Py_ssize_t H, Py_ssize_t j0,
+                              Py_ssize_t j1, int training) noexcept nogil
+    void fastrnn_gru_row_f32(float* pre, float* hn, const float* b_hn,
+                             const float* h_prev, float* h_out, Py_ssize_t H,
+                             Py_ssize_t j0, Py_ssize_t j1, int training) noexcept nogil
+    void fastrnn_gru_row_f64(double* pre, double* hn, const double* b_hn,
+                             const double* h_prev, double* h_out, Py_ssize_t H,
+                             Py_ssize_t j0, Py_ssize_t j1, int training) noexcept nogil
+    void fastrnn_gru_rz_row_f32(float* pre, const float* h_prev, float* rh, Py_ssize_t H,
+                                Py_ssize_t j0, Py_ssize_t j1) noexcept nogil
+    void fastrnn_gru_rz_row_f64(double* pre, const double* h_prev, double* rh,
+                                Py_ssize_t H, Py_ssize_t j0, Py_ssize_t j1) noexcept nogil
+    void fastrnn_gru_n_row_f32(float* pre, const float* hn, const float* b_hn,
+                               const float* h_prev, float* h_out, Py_ssize_t H,
+                               Py_ssize_t j0, Py_ssize_t j1, int training) noexcept nogil
+    void fastrnn_gru_n_row_f64(double* pre, const double* hn, const double* b_hn,
+                               const double* h_prev, double* h_out, Py_ssize_t H,
+                               Py_ssize_t j0, Py_ssize_t j1, int training) noexcept nogil
+    void fastrnn_rnn_row_f32(float* pre, float* h_out, Py_ssize_t j0, Py_ssize_t j1,
+                             int activation, int training) noexcept nogil
+    void fastrnn_rnn_row_f64(double* pre, double* h_out, Py_ssize_t j0, Py_ssize_t j1,
+                             int activation, int training) noexcept nogil
 
 
 # Threads split hidden units in blocks of UNIT_BLOCK so that each thread's columns
@@ -121,7 +94,7 @@ cdef inline floating sigmoid(floating v) noexcept nogil:
     if floating is float:
         return fastrnn_sigmoidf(v)
     else:
-        return 1.0 / (1.0 + exp(-v))
+        return fastrnn_sigmoid(v)
 
 
 cdef inline floating tanh_(floating v) noexcept nogil:
@@ -220,3 +193,48 @@ cdef inline Py_ssize_t rows_finishing_from(Py_ssize_t T, Py_ssize_t B,
     if nxt < 0 or nxt >= T:
         return 0
     return min(active, active_rows(B, batch_sizes, nxt))
+
+
+# One name per row pass over the fused type; each picks its float32 or float64 C body.
+
+cdef inline void lstm_row(floating* pre, floating* c, floating* r, floating* c_out,
+                          floating* c_prev_out, Py_ssize_t H, Py_ssize_t j0, Py_ssize_t j1,
+                          bint training) noexcept nogil:
+    if floating is float:
+        fastrnn_lstm_row_f32(pre, c, r, c_out, c_prev_out, H, j0, j1, training)
+    else:
+        fastrnn_lstm_row_f64(pre, c, r, c_out, c_prev_out, H, j0, j1, training)
+
+
+cdef inline void gru_row(floating* pre, floating* hn, const floating* b_hn,
+                         const floating* h_prev, floating* h_out, Py_ssize_t H,
+                         Py_ssize_t j0, Py_ssize_t j1, bint training) noexcept nogil:
+    if floating is float:
+        fastrnn_gru_row_f32(pre, hn, b_hn, h_prev, h_out, H, j0, j1, training)
+    else:
+        fastrnn_gru_row_f64(pre, hn, b_hn, h_prev, h_out, H, j0, j1, training)
+
+
+cdef inline void gru_rz_row(floating* pre, const floating* h_prev, floating* rh,
+                            Py_ssize_t H, Py_ssize_t j0, Py_ssize_t j1) noexcept nogil:
+    if floating is float:
+        fastrnn_gru_rz_row_f32(pre, h_prev, rh, H, j0, j1)
+    else:
+        fastrnn_gru_rz_row_f64(pre, h_prev, rh, H, j0, j1)
+
+
+cdef inline void gru_n_row(floating* pre, const floating* hn, const floating* b_hn,
+                           const floating* h_prev, floating* h_out, Py_ssize_t H,
+                           Py_ssize_t j0, Py_ssize_t j1, bint training) noexcept nogil:
+    if floating is float:
+        fastrnn_gru_n_row_f32(pre, hn, b_hn, h_prev, h_out, H, j0, j1, training)
+    else:
+        fastrnn_gru_n_row_f64(pre, hn, b_hn, h_prev, h_out, H, j0, j1, training)
+
+
+cdef inline void rnn_row(floating* pre, floating* h_out, Py_ssize_t j0, Py_ssize_t j1,
+                         int activation, bint training) noexcept nogil:
+    if floating is float:
+        fastrnn_rnn_row_f32(pre, h_out, j0, j1, activation, training)
+    else:
+        fastrnn_rnn_row_f64(pre, h_out, j0, j1, activation, training)

@@ -22,7 +22,7 @@ from fastrnn._blas cimport gemm
 from fastrnn._common cimport (
     omp_get_thread_num, omp_get_num_threads, fastrnn_barrier, split_units, split_rows,
     sigmoid, tanh_, total_rows, active_rows, rows_between, rows_finishing_from,
-    fill_bias, column_sums, copy_block, chunk_steps)
+    fill_bias, column_sums, copy_block, chunk_steps, gru_row, gru_rz_row, gru_n_row)
 
 
 cdef Py_ssize_t gru_workspace_size(Py_ssize_t T, Py_ssize_t B, Py_ssize_t H,
@@ -64,8 +64,7 @@ cdef void _forward_body(
     cdef floating* xp_row
     cdef floating* hn_t
     cdef floating* rh_t
-    cdef const floating* b_hn = NULL if b_hh == NULL else b_hh + 2 * H
-    cdef floating r_, z_, n_, hn, h_prev, h_
+    cdef const floating* b_hn = b_hh + 2 * H if b_hh != NULL else NULL
 
     split_units(H, tid, nt, &j0, &j1)
     hk = j1 - j0
@@ -105,44 +104,25 @@ cdef void _forward_body(
                 hn_t = hns + row * H if training else hn_scratch
                 gemm(False, True, bs, hk, H, <floating>1, h_cur, H,
                      w_hh + (2 * H + j0) * H, H, <floating>0, hn_t + j0, H)
+                for b in range(bs):
+                    gru_row(xp_row + b * G, hn_t + b * H, b_hn, h_cur + b * H,
+                            h_next + b * H, H, j0, j1, training)
             else:
                 # r first: W_hn multiplies r * h, which needs every thread's r.
                 rh_t = hns + row * H if training else rh_scratch
                 for b in range(bs):
-                    for j in range(j0, j1):
-                        r_ = sigmoid(xp_row[b * G + j])
-                        xp_row[b * G + j] = r_
-                        xp_row[b * G + H + j] = sigmoid(xp_row[b * G + H + j])
-                        rh_t[b * H + j] = r_ * h_cur[b * H + j]
+                    gru_rz_row(xp_row + b * G, h_cur + b * H, rh_t + b * H, H, j0, j1)
                 fastrnn_barrier()
-                hn_t = hn_scratch
                 gemm(False, True, bs, hk, H, <floating>1, rh_t, H,
-                     w_hh + (2 * H + j0) * H, H, <floating>0, hn_t + j0, H)
+                     w_hh + (2 * H + j0) * H, H, <floating>0, hn_scratch + j0, H)
+                for b in range(bs):
+                    gru_n_row(xp_row + b * G, hn_scratch + b * H, b_hn, h_cur + b * H,
+                              h_next + b * H, H, j0, j1, training)
             for b in range(bs):
                 for j in range(j0, j1):
-                    k = b * H + j
-                    hn = hn_t[k]
-                    if b_hn != NULL:
-                        hn = hn + b_hn[j]
-                    if reset_after:
-                        r_ = sigmoid(xp_row[b * G + j])
-                        z_ = sigmoid(xp_row[b * G + H + j])
-                        n_ = tanh_(xp_row[b * G + 2 * H + j] + r_ * hn)
-                    else:
-                        r_ = xp_row[b * G + j]
-                        z_ = xp_row[b * G + H + j]
-                        n_ = tanh_(xp_row[b * G + 2 * H + j] + hn)
-                    h_prev = h_cur[k]
-                    h_ = (1 - z_) * n_ + z_ * h_prev
-                    h_next[k] = h_
-                    y[(row + b) * ldy + j] = h_
+                    y[(row + b) * ldy + j] = h_next[b * H + j]
                     if training:
-                        xp_row[b * G + j] = r_
-                        xp_row[b * G + H + j] = z_
-                        xp_row[b * G + 2 * H + j] = n_
-                        h_prevs[(row + b) * H + j] = h_prev
-                        if reset_after:
-                            hn_t[k] = hn
+                        h_prevs[(row + b) * H + j] = h_cur[b * H + j]
                 if b >= finish:
                     for j in range(j0, j1):
                         h_n[b * H + j] = h_next[b * H + j]

@@ -33,7 +33,7 @@ from fastrnn._blas cimport gemm
 from fastrnn._common cimport (
     omp_get_thread_num, omp_get_num_threads, fastrnn_barrier, split_units, split_rows,
     sigmoid, tanh_, total_rows, active_rows, rows_between, rows_finishing_from,
-    fill_bias, column_sums, copy_block, chunk_steps)
+    fill_bias, column_sums, copy_block, chunk_steps, lstm_row)
 
 
 cdef Py_ssize_t lstm_workspace_size(Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, Py_ssize_t P,
@@ -51,31 +51,6 @@ cdef Py_ssize_t lstm_backward_workspace_size(Py_ssize_t N, Py_ssize_t B, Py_ssiz
     """Elements of scratch for lstm_backward: with a projection, the gradient
     reaching every h_t (N, P), kept for dW_hr, and d(o * tanh(c)) of one step (B, H)."""
     return N * P + B * H if P != H else 0
-
-
-cdef inline void _cell_row(floating* pre, floating* c, floating* r,
-                           floating* c_out, floating* c_prev_out, Py_ssize_t H,
-                           Py_ssize_t j0, Py_ssize_t j1, bint training) noexcept nogil:
-    """One row, units [j0, j1): pre-activations ``pre`` (4H) -> c (in place) and
-    r = o * tanh(c); training keeps the activated gates in ``pre``, c and c_prev."""
-    cdef Py_ssize_t j
-    cdef floating i_, f_, g_, o_, c_, c_prev
-    for j in range(j0, j1):
-        i_ = sigmoid(pre[j])
-        f_ = sigmoid(pre[H + j])
-        g_ = tanh_(pre[2 * H + j])
-        o_ = sigmoid(pre[3 * H + j])
-        c_prev = c[j]
-        c_ = f_ * c_prev + i_ * g_
-        c[j] = c_
-        r[j] = o_ * tanh_(c_)
-        if training:
-            pre[j] = i_
-            pre[H + j] = f_
-            pre[2 * H + j] = g_
-            pre[3 * H + j] = o_
-            c_out[j] = c_
-            c_prev_out[j] = c_prev
 
 
 cdef void _forward_body(
@@ -143,13 +118,12 @@ cdef void _forward_body(
             finish = rows_finishing_from(T, B, batch_sizes, t, up, bs)
             r_t = (rs + row * H if training else r_scratch) if proj else h_next
             for b in range(bs):
-                # Literal flags: once inlined, each call is a branch-free, vectorised loop.
                 if training:
-                    _cell_row(xp_row + b * G, c_n + b * H, r_t + b * H, cs + (row + b) * H,
-                              c_prevs + (row + b) * H, H, j0, j1, True)
+                    lstm_row(xp_row + b * G, c_n + b * H, r_t + b * H, cs + (row + b) * H,
+                             c_prevs + (row + b) * H, H, j0, j1, True)
                 else:
-                    _cell_row(xp_row + b * G, c_n + b * H, r_t + b * H, NULL, NULL,
-                              H, j0, j1, False)
+                    lstm_row(xp_row + b * G, c_n + b * H, r_t + b * H, <floating*>NULL,
+                             <floating*>NULL, H, j0, j1, False)
             if proj:
                 # h = W_hr (o * tanh c) needs every thread's units: sync, then own outputs.
                 fastrnn_barrier()

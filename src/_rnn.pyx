@@ -16,7 +16,7 @@ from fastrnn._blas cimport gemm
 from fastrnn._common cimport (
     omp_get_thread_num, omp_get_num_threads, fastrnn_barrier, split_units, split_rows,
     sigmoid, tanh_, total_rows, active_rows, rows_between, rows_finishing_from,
-    fill_bias, column_sums, copy_block, chunk_steps)
+    fill_bias, column_sums, copy_block, chunk_steps, rnn_row)
 
 cdef enum:
     ACT_TANH = 0
@@ -24,14 +24,6 @@ cdef enum:
     ACT_SIGMOID = 2
 
 ACTIVATIONS = {"tanh": ACT_TANH, "relu": ACT_RELU, "sigmoid": ACT_SIGMOID}
-
-
-cdef inline floating _act(int kind, floating v) noexcept nogil:
-    if kind == ACT_TANH:
-        return tanh_(v)
-    if kind == ACT_RELU:
-        return v if v > 0 else 0
-    return sigmoid(v)
 
 
 cdef inline floating _act_grad(int kind, floating a) noexcept nogil:
@@ -70,7 +62,6 @@ cdef void _forward_body(
     cdef floating* h_swap
     cdef floating* xp = hs if training else work + 2 * B * H
     cdef floating* xp_row
-    cdef floating h_
 
     split_units(H, tid, nt, &j0, &j1)
     hk = j1 - j0
@@ -103,12 +94,10 @@ cdef void _forward_body(
                  <floating>1, xp_row + j0, H)
             finish = rows_finishing_from(T, B, batch_sizes, t, up, bs)
             for b in range(bs):
+                rnn_row(xp_row + b * H, h_next + b * H, j0, j1, activation, training)
                 for j in range(j0, j1):
-                    h_ = _act(activation, xp_row[b * H + j])
-                    h_next[b * H + j] = h_
-                    y[(row + b) * ldy + j] = h_
+                    y[(row + b) * ldy + j] = h_next[b * H + j]
                     if training:
-                        xp_row[b * H + j] = h_
                         h_prevs[(row + b) * H + j] = h_cur[b * H + j]
                 if b >= finish:
                     for j in range(j0, j1):

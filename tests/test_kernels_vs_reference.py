@@ -24,7 +24,7 @@ def make_pair(cell, I, H, seed=1234, **kwargs):
 
 def compare(cell, dtype, rng, *, T=5, B=4, I=3, H=6, num_layers=1, bias=True,
             batch_first=False, bidirectional=False, lengths=None, with_hx=False,
-            unbatched=False, dropout=0.0, repeats=1):
+            unbatched=False, dropout=0.0, repeats=1, x_scale=1.0):
     """Run both backends on the same data and assert every result agrees."""
     auto, ref = make_pair(cell, I, H, num_layers=num_layers, bias=bias,
                           batch_first=batch_first, bidirectional=bidirectional,
@@ -35,7 +35,7 @@ def compare(cell, dtype, rng, *, T=5, B=4, I=3, H=6, num_layers=1, bias=True,
         x = rng.standard_normal((B, T, I))
     else:
         x = rng.standard_normal((T, B, I))
-    x = x.astype(dtype)
+    x = (x * x_scale).astype(dtype)
     hx = random_hx(rng, auto, B, batched=not unbatched) if with_hx else None
 
     # Inference.
@@ -77,6 +77,7 @@ SCENARIOS = {
                     repeats=2),
     "dropout_batch_first": dict(num_layers=2, batch_first=True, dropout=0.3, with_hx=True),
     "odd_sizes": dict(T=7, B=5, I=1, H=17, num_layers=2, lengths="random"),
+    "saturated": dict(x_scale=40.0, num_layers=2, bidirectional=True, with_hx=True),
 }
 
 

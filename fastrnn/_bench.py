@@ -1,0 +1,329 @@
+"""``python -m fastrnn bench``: fastrnn against its peers, side by side, in one run.
+
+Every configuration is timed interleaved (a block of fastrnn calls, then a block
+of each peer's, repeated), so that the machine's drift hits all of them alike.
+Before each block the runner sleeps briefly: OpenMP, OpenBLAS and onnxruntime
+keep their worker threads spinning for a while after a call, and on a small
+machine those spinners would otherwise steal the cores from whoever runs next.
+The table quotes each peer's the table quotes each peer's
+time and the ratio fastrnn / peer, fastrnn's achieved GFLOP/s and the fraction
+of the machine's SGEMM rate measured at the start of the same run.  A peer's
+outputs are checked against fastrnn's before it is timed.
+"""
+
+import argparse
+import json
+import platform
+import sys
+import time
+import tracemalloc
+
+import numpy as np
+
+import fastrnn
+
+CELLS = {"RNN": 1, "LSTM": 4, "GRU": 3}
+DEFAULT_GRID = dict(cells=("LSTM", "GRU", "RNN"), modes=("inference", "training"),
+                    batches=(1, 8, 32, 64), hiddens=(128, 256, 512, 1024), steps=50)
+QUICK_GRID = dict(cells=("LSTM", "GRU", "RNN"), modes=("inference", "training"),
+                  batches=(1, 32), hiddens=(128, 512), steps=20)
+
+
+def _flops(cell, mode, T, B, I, H):
+    """Multiply-adds x 2 of the GEMMs; training adds backward's two GEMM sets."""
+    forward = 2.0 * T * B * CELLS[cell] * H * (I + H)
+    return forward * (3 if mode == "training" else 1)
+
+
+# Pause before each timed block, long enough for other runtimes' spinning workers
+# to go to sleep (libgomp spins ~0.3 ms, onnxruntime's pool a few ms).
+SETTLE_S = 0.02
+
+
+def _time_calls(fn, min_time):
+    """Seconds per call of ``fn``, over enough calls to last ``min_time``."""
+    time.sleep(SETTLE_S)
+    fn()
+    n, start = 0, time.perf_counter()
+    while True:
+        fn()
+        n += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_time:
+            return elapsed / n
+
+
+def sgemm_gflops(threads, size=1024, repeats=5):
+    """The machine's float32 GEMM rate (NumPy's BLAS, ``threads`` threads)."""
+    from threadpoolctl import threadpool_limits
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((size, size)).astype(np.float32)
+    b = rng.standard_normal((size, size)).astype(np.float32)
+    with threadpool_limits(threads, user_api="blas"):
+        best = min(_time_calls(lambda: a @ b, 0.2) for _ in range(repeats))
+    return 2.0 * size ** 3 / best / 1e9
+
+
+# ---------------------------------------------------------------------- peers
+
+class _Impl:
+    name = None
+
+    def prepare(self, layer, x, mode):
+        """Return a zero-argument callable, or None when this peer can't run it."""
+        raise NotImplementedError
+
+
+class _Fastrnn(_Impl):
+    name = "fastrnn"
+
+    def prepare(self, layer, x, mode):
+        if mode == "inference":
+            return lambda: layer(x)
+        dy = np.ones((x.shape[0], x.shape[1], layer.hidden_size), layer.dtype)
+
+        def train():
+            _, _, cache = layer.forward_train(x)
+            layer.backward(cache, dy)
+        return train
+
+    def output(self, layer, x):
+        return layer(x)[0]
+
+
+class _Reference(_Fastrnn):
+    name = "numpy-ref"
+
+    def __init__(self, max_flops):
+        self.max_flops = max_flops
+
+    def prepare(self, layer, x, mode):
+        T, B, _ = x.shape
+        if _flops(layer.mode.upper(), mode, T, B, layer.input_size, layer.hidden_size) \
+                > self.max_flops:
+            return None       # too slow to be worth the minutes; the table says "-"
+        ref = type(layer)(**{**layer._config(), "backend": "reference"})
+        ref.load_state_dict(layer.params)
+        return super().prepare(ref, x, mode)
+
+
+class _Torch(_Impl):
+    name = "torch"
+
+    def __init__(self, threads):
+        import torch
+        self.torch = torch
+        torch.set_num_threads(threads)
+
+    def prepare(self, layer, x, mode):
+        torch = self.torch
+        module = layer.to_torch()
+        xt = torch.from_numpy(x)
+        if mode == "inference":
+            def infer():
+                with torch.inference_mode():
+                    return module(xt)[0]
+            with torch.inference_mode():
+                self.last = module(xt)[0].numpy()
+            return infer
+        xg = xt.clone().requires_grad_(True)
+
+        def train():
+            y = module(xg)[0]
+            y.backward(torch.ones_like(y))
+        with torch.inference_mode():
+            self.last = module(xt)[0].numpy()
+        return train
+
+
+class _Onnxruntime(_Impl):
+    name = "onnxruntime"
+
+    def __init__(self, threads):
+        import onnxruntime
+        self.ort = onnxruntime
+        self.threads = threads
+
+    def prepare(self, layer, x, mode):
+        if mode != "inference" or layer.dtype != np.float32:
+            return None
+        from fastrnn.interop import to_onnx
+        opts = self.ort.SessionOptions()
+        opts.intra_op_num_threads = self.threads
+        opts.inter_op_num_threads = 1
+        sess = self.ort.InferenceSession(to_onnx(layer).SerializeToString(), opts,
+                                         providers=["CPUExecutionProvider"])
+        feed = {"x": x}
+        y = sess.run(None, feed)[0]                       # (T, D, B, H)
+        T, D, B, H = y.shape
+        self.last = y.transpose(0, 2, 1, 3).reshape(T, B, D * H)
+        return lambda: sess.run(None, feed)
+
+
+def _available_peers(threads, reference_max_flops):
+    peers = [_Reference(reference_max_flops)]
+    for cls in (_Torch, _Onnxruntime):
+        try:
+            peers.append(cls(threads))
+        except ImportError:
+            pass
+    return peers
+
+
+# ------------------------------------------------------------------------ run
+
+def run(grid, threads=None, min_time=0.05, repeats=3, reference_max_flops=2e9,
+        progress=True, out=sys.stdout):
+    """Time every configuration of ``grid``; returns a list of result dicts."""
+    threads = threads or fastrnn.get_num_threads()
+    fastrnn.set_num_threads(threads)
+    ceiling = sgemm_gflops(threads)
+    peers = _available_peers(threads, reference_max_flops)
+    configs = [(c, m, b, h) for c in grid["cells"] for m in grid["modes"]
+               for b in grid["batches"] for h in grid["hiddens"]]
+    bar = None
+    if progress:
+        try:
+            from tqdm import tqdm
+            bar = tqdm(total=len(configs), file=sys.stderr, desc="bench", leave=False)
+        except ImportError:
+            bar = None
+    results = []
+    rng = np.random.default_rng(0)
+    T = grid["steps"]
+    for cell, mode, B, H in configs:
+        I = H
+        layer = getattr(fastrnn, cell)(I, H, seed=0)
+        x = rng.standard_normal((T, B, I)).astype(np.float32)
+        ours = _Fastrnn()
+        y_ours = ours.output(layer, x)
+        fns = {"fastrnn": ours.prepare(layer, x, mode)}
+        notes = {}
+        for peer in peers:
+            fn = peer.prepare(layer, x, mode)
+            if fn is None:
+                continue
+            y_peer = getattr(peer, "last", None)
+            if y_peer is not None and not np.allclose(y_peer, y_ours, rtol=1e-3, atol=1e-4):
+                notes[peer.name] = "MISMATCH"
+                continue
+            fns[peer.name] = fn
+        times = {name: [] for name in fns}
+        for _ in range(repeats):                      # interleaved repetitions
+            for name, fn in fns.items():
+                times[name].append(_time_calls(fn, min_time))
+        best = {name: float(np.median(v)) for name, v in times.items()}
+        tracemalloc.start()
+        fns["fastrnn"]()
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        flops = _flops(cell, mode, T, B, I, H)
+        gflops = flops / best["fastrnn"] / 1e9
+        results.append(dict(cell=cell, mode=mode, batch=B, hidden=H, input=I, steps=T,
+                            threads=threads, times_s=best, notes=notes,
+                            fastrnn_gflops=gflops, sgemm_gflops=ceiling,
+                            fastrnn_peak_mb=peak / 2 ** 20))
+        if bar is not None:
+            bar.update()
+    if bar is not None:
+        bar.close()
+    fastrnn.set_num_threads(None)
+    return results
+
+
+def format_table(results):
+    peers = []
+    for r in results:
+        for name in list(r["times_s"]) + list(r["notes"]):
+            if name != "fastrnn" and name not in peers:
+                peers.append(name)
+    head = ["cell", "mode", "B", "H", "fastrnn ms", "GFLOP/s", "%SGEMM", "peak MB"]
+    for p in peers:
+        head += [f"{p} ms", "ratio"]
+    rows = [head]
+    for r in results:
+        t = r["times_s"]
+        row = [r["cell"], r["mode"][:5], str(r["batch"]), str(r["hidden"]),
+               f"{t['fastrnn'] * 1e3:.3f}", f"{r['fastrnn_gflops']:.1f}",
+               f"{100 * r['fastrnn_gflops'] / r['sgemm_gflops']:.0f}%",
+               f"{r['fastrnn_peak_mb']:.1f}"]
+        for p in peers:
+            if p in t:
+                row += [f"{t[p] * 1e3:.3f}", f"{t['fastrnn'] / t[p]:.2f}"]
+            else:
+                row += [r["notes"].get(p, "-"), ""]
+        rows.append(row)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def plot(results, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    for ax, mode in zip(axes, ("inference", "training")):
+        labels, ratios = [], {}
+        for r in results:
+            if r["mode"] != mode:
+                continue
+            labels.append(f"{r['cell']}\nB{r['batch']} H{r['hidden']}")
+            for peer, t in r["times_s"].items():
+                if peer != "fastrnn":
+                    ratios.setdefault(peer, []).append(r["times_s"]["fastrnn"] / t)
+        for peer, vals in ratios.items():
+            if len(vals) == len(labels):
+                ax.plot(range(len(labels)), vals, "o-", label=peer)
+        ax.axhline(1.0, color="k", lw=0.8)
+        ax.set_xticks(range(len(labels)))
+        ax.set_xticklabels(labels, rotation=90, fontsize=6)
+        ax.set_yscale("log")
+        ax.set_title(f"{mode}: fastrnn time / peer time (lower is better)")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m fastrnn bench", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="a small grid, under a minute")
+    ap.add_argument("--threads", type=int, default=None, help="threads for everyone")
+    ap.add_argument("--cells", default=None, help="comma-separated subset of LSTM,GRU,RNN")
+    ap.add_argument("--modes", default=None, help="inference,training")
+    ap.add_argument("--batches", default=None, help="comma-separated batch sizes")
+    ap.add_argument("--hiddens", default=None, help="comma-separated hidden sizes")
+    ap.add_argument("--steps", type=int, default=None, help="sequence length T")
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved repetitions")
+    ap.add_argument("--json", default=None, help="write the results to this file")
+    ap.add_argument("--plot", default=None, help="draw the ratios into this PNG")
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+    grid = dict(QUICK_GRID if args.quick else DEFAULT_GRID)
+    if args.cells:
+        grid["cells"] = tuple(c.strip().upper() for c in args.cells.split(","))
+    if args.modes:
+        grid["modes"] = tuple(m.strip() for m in args.modes.split(","))
+    if args.batches:
+        grid["batches"] = tuple(int(b) for b in args.batches.split(","))
+    if args.hiddens:
+        grid["hiddens"] = tuple(int(h) for h in args.hiddens.split(","))
+    if args.steps:
+        grid["steps"] = args.steps
+    results = run(grid, threads=args.threads, repeats=args.repeats,
+                  progress=not args.no_progress)
+    threads = results[0]["threads"] if results else args.threads
+    print(f"fastrnn {fastrnn.__version__} bench, {time.strftime('%Y-%m-%d')}, "
+          f"{platform.processor() or platform.machine()}, {threads} threads, float32, "
+          f"T={grid['steps']}, input = hidden")
+    if results:
+        print(f"SGEMM ceiling (NumPy, same run): {results[0]['sgemm_gflops']:.1f} GFLOP/s")
+    print(format_table(results))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(dict(grid=grid, results=results), f, indent=1)
+    if args.plot:
+        plot(results, args.plot)
+    return 0
