@@ -589,9 +589,9 @@ def test_bad_lengths(error_backend, lengths):
         layer.forward_train(x, lengths=np.array(lengths))
 
 
-@pytest.mark.parametrize("cell", SOME_CELLS, ids=str)
-def test_backward_twice_raises(cell, error_backend):
-    layer = cell.make(3, 4, backend=error_backend, seed=0)
+@pytest.mark.parametrize("backend, cell", cell_backend_params(SOME_CELLS))
+def test_backward_twice_raises(backend, cell):
+    layer = cell.make(3, 4, backend=backend, seed=0)
     _, _, cache = layer.forward_train(np.ones((5, 2, 3)))
     layer.backward(cache)
     with pytest.raises(ValueError):
