@@ -4,8 +4,8 @@ __version__ = "0.1.0"
 
 from fastrnn._config import get_num_threads, set_num_threads, show_config
 from fastrnn._layers import GRU, LSTM, RNN
-from fastrnn.interop import from_torch
+from fastrnn.interop import from_keras, from_onnx, from_torch
 from fastrnn import reference
 
-__all__ = ["RNN", "LSTM", "GRU", "from_torch", "set_num_threads", "get_num_threads",
+__all__ = ["RNN", "LSTM", "GRU", "from_torch", "from_keras", "from_onnx", "set_num_threads", "get_num_threads",
            "show_config", "reference", "__version__"]

@@ -57,7 +57,8 @@ class RNNBase:
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, dtype="float32", backend="auto",
-                 seed=None, *, nonlinearity="tanh", proj_size=0, reset_after=True):
+                 seed=None, *, nonlinearity="tanh", proj_size=0, reset_after=True,
+                 reverse=False):
         self.input_size = _check_size(input_size, "input_size")
         self.hidden_size = _check_size(hidden_size, "hidden_size")
         self.num_layers = _check_size(num_layers, "num_layers")
@@ -82,6 +83,11 @@ class RNNBase:
             raise ValueError(f"proj_size must be smaller than hidden_size, got "
                              f"{self.proj_size} >= {self.hidden_size}")
         self.reset_after = bool(reset_after)
+        # reverse=True runs a unidirectional layer from the end of each sequence
+        # (ONNX direction="reverse"); outputs stay aligned with the inputs.
+        self.reverse = bool(reverse)
+        if self.reverse and self.bidirectional:
+            raise ValueError("reverse=True applies to unidirectional layers only")
         self._rng = np.random.default_rng(seed)
         self._params = {}
         bound = 1.0 / math.sqrt(self.hidden_size)
@@ -266,7 +272,8 @@ class RNNBase:
                 idx = k * D + d
                 hn, cn, cache = backend.forward(
                     self, layout, inp, self._weights(k, d), h0s[idx],
-                    None if c0s is None else c0s[idx], y, d * P, bool(d), training)
+                    None if c0s is None else c0s[idx], y, d * P, bool(d) != self.reverse,
+                    training)
                 h_n[idx] = hn
                 if c_n is not None:
                     c_n[idx] = cn
@@ -393,6 +400,8 @@ class RNNBase:
                    dropout=self.dropout, bidirectional=self.bidirectional,
                    dtype=self.dtype.name, backend=self.backend)
         cfg.update(self._cell_config())
+        if self.reverse:
+            cfg["reverse"] = True
         return cfg
 
     def _cell_config(self):
@@ -416,9 +425,10 @@ class RNN(RNNBase):
 
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
                  batch_first=False, dropout=0.0, bidirectional=False, dtype="float32",
-                 backend="auto", seed=None):
+                 backend="auto", seed=None, *, reverse=False):
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, dtype, backend, seed, nonlinearity=nonlinearity)
+                         bidirectional, dtype, backend, seed, nonlinearity=nonlinearity,
+                         reverse=reverse)
 
     def _cell_config(self):
         return {"nonlinearity": self.nonlinearity}
@@ -432,9 +442,10 @@ class LSTM(RNNBase):
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, dtype="float32", backend="auto", seed=None,
-                 proj_size=0):
+                 proj_size=0, *, reverse=False):
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, dtype, backend, seed, proj_size=proj_size)
+                         bidirectional, dtype, backend, seed, proj_size=proj_size,
+                         reverse=reverse)
 
     def _cell_config(self):
         return {"proj_size": self.proj_size}
@@ -448,9 +459,10 @@ class GRU(RNNBase):
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False,
                  dropout=0.0, bidirectional=False, dtype="float32", backend="auto", seed=None,
-                 reset_after=True):
+                 reset_after=True, *, reverse=False):
         super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, dtype, backend, seed, reset_after=reset_after)
+                         bidirectional, dtype, backend, seed, reset_after=reset_after,
+                         reverse=reverse)
 
     def _cell_config(self):
         return {"reset_after": self.reset_after}

@@ -4,7 +4,7 @@ import numpy as np
 
 from fastrnn._layers import GRU, LSTM, RNN
 
-__all__ = ["from_torch", "to_torch", "to_onnx"]
+__all__ = ["from_torch", "to_torch", "to_onnx", "from_onnx", "from_keras"]
 
 _TORCH_MODES = {"RNN_TANH": (RNN, "tanh"), "RNN_RELU": (RNN, "relu"),
                 "LSTM": (LSTM, None), "GRU": (GRU, None)}
@@ -44,6 +44,8 @@ def to_torch(layer):
                   batch_first=layer.batch_first, dropout=layer.dropout,
                   bidirectional=layer.bidirectional,
                   dtype=torch.float32 if layer.dtype == np.float32 else torch.float64)
+    if layer.reverse:
+        raise NotImplementedError("to_torch: torch.nn has no reverse-only layer")
     if layer.mode == "rnn":
         if layer.nonlinearity == "sigmoid":
             raise NotImplementedError("to_torch: torch.nn.RNN has no nonlinearity='sigmoid'")
@@ -87,6 +89,8 @@ def to_onnx(layer, opset=17):
         raise NotImplementedError("to_onnx: ONNX LSTM has no projection (proj_size)")
     if layer.batch_first:
         raise NotImplementedError("to_onnx: exports time-major layers (batch_first=False)")
+    if layer.reverse and layer.num_layers > 1:
+        raise NotImplementedError("to_onnx: reverse=True with num_layers > 1")
     mode, H, D = layer.mode, layer.hidden_size, layer.num_directions
     elem = TensorProto.FLOAT if layer.dtype == np.float32 else TensorProto.DOUBLE
     nodes, inits = [], []
@@ -104,7 +108,8 @@ def to_onnx(layer, opset=17):
         arrays = [np.stack(ws), np.stack(rs)] + ([np.stack(bs)] if layer.bias else [])
         inits += [numpy_helper.from_array(a.astype(layer.dtype), n)
                   for n, a in zip(names, arrays)]
-        attrs = dict(hidden_size=H, direction="bidirectional" if D == 2 else "forward")
+        attrs = dict(hidden_size=H, direction="bidirectional" if D == 2 else
+                     "reverse" if layer.reverse else "forward")
         if mode == "gru":
             attrs["linear_before_reset"] = int(layer.reset_after)
         if mode == "rnn":
@@ -127,3 +132,235 @@ def to_onnx(layer, opset=17):
     model.ir_version = min(model.ir_version, 9)
     onnx.checker.check_model(model)
     return model
+
+
+_TORCH_FROM_ONNX = {"LSTM": [0, 2, 3, 1], "GRU": [1, 0, 2], "RNN": [0]}
+_ONNX_DEFAULT_ACTIVATIONS = {"LSTM": ["Sigmoid", "Tanh", "Tanh"], "GRU": ["Sigmoid", "Tanh"]}
+_FROM_ONNX_ACTIVATION = {v: k for k, v in _ONNX_ACTIVATION.items()}
+
+
+def _onnx_constant(graph, name, what):
+    """The value of graph input ``name`` if it is an initializer or Constant output."""
+    from onnx import numpy_helper
+    for init in graph.initializer:
+        if init.name == name:
+            return numpy_helper.to_array(init)
+    for n in graph.node:
+        if n.op_type == "Constant" and name in n.output:
+            for a in n.attribute:
+                if a.name == "value":
+                    return numpy_helper.to_array(a.t)
+    raise NotImplementedError(f"from_onnx: {what} ({name!r}) is computed at run time; "
+                              "only initializers or Constant nodes can be converted")
+
+
+def from_onnx(model_or_path, node=None, backend="auto"):
+    """The fastrnn layer equivalent to an ONNX ``RNN``, ``LSTM`` or ``GRU`` node.
+
+    ``node`` names the node when the graph has several.  The layer's ``y`` (T, B, D*H)
+    is ONNX's ``Y`` (T, D, B, H) with the direction axis moved next to H (and
+    ``layout=1`` gives a batch_first layer).  Attributes fastrnn cannot express
+    exactly (peepholes, ``clip``, ``input_forget``, other activations) raise
+    NotImplementedError naming them.
+    """
+    import os
+
+    import onnx
+    from onnx import helper
+
+    model = onnx.load(os.fspath(model_or_path)) \
+        if isinstance(model_or_path, (str, bytes, os.PathLike)) else model_or_path
+    graph = model.graph
+    candidates = [n for n in graph.node if n.op_type in _TORCH_FROM_ONNX]
+    if node is None:
+        if len(candidates) != 1:
+            names = [n.name for n in candidates]
+            raise ValueError(f"from_onnx: the graph has {len(candidates)} RNN/LSTM/GRU "
+                             f"nodes {names}; pass node= to choose one")
+        onode = candidates[0]
+    else:
+        matches = [n for n in candidates if n.name == node]
+        if not matches:
+            raise ValueError(f"from_onnx: no RNN/LSTM/GRU node named {node!r} "
+                             f"(have {[n.name for n in candidates]})")
+        onode = matches[0]
+    op = onode.op_type
+    attrs = {a.name: helper.get_attribute_value(a) for a in onode.attribute}
+    attrs = {k: (v.decode() if isinstance(v, bytes) else
+                 [x.decode() if isinstance(x, bytes) else x for x in v]
+                 if isinstance(v, list) else v) for k, v in attrs.items()}
+    inputs = list(onode.input) + [""] * 8
+    W = _onnx_constant(graph, inputs[1], "W")
+    R = _onnx_constant(graph, inputs[2], "R")
+    B = _onnx_constant(graph, inputs[3], "B") if inputs[3] else None
+    for name in ("clip", "activation_alpha", "activation_beta"):
+        if name in attrs:
+            raise NotImplementedError(f"from_onnx: attribute {name!r} is not supported")
+    if attrs.get("input_forget", 0):
+        raise NotImplementedError("from_onnx: attribute 'input_forget' is not supported")
+    if op == "LSTM" and inputs[7]:
+        P = _onnx_constant(graph, inputs[7], "P (peepholes)")
+        if np.any(P != 0):
+            raise NotImplementedError("from_onnx: LSTM peepholes (input P) are not supported")
+    direction = attrs.get("direction", "forward")
+    if direction not in ("forward", "reverse", "bidirectional"):
+        raise ValueError(f"from_onnx: unknown direction {direction!r}")
+    D = 2 if direction == "bidirectional" else 1
+    G = len(_TORCH_FROM_ONNX[op])
+    H = int(attrs.get("hidden_size", R.shape[-1]))
+    if W.shape[0] != D or W.shape[1] != G * H or R.shape != (D, G * H, H):
+        raise ValueError(f"from_onnx: W {W.shape} / R {R.shape} do not fit hidden_size={H} "
+                         f"and direction={direction!r}")
+    kwargs = dict(input_size=int(W.shape[2]), hidden_size=H, bias=B is not None,
+                  batch_first=bool(attrs.get("layout", 0)), bidirectional=D == 2,
+                  dtype=W.dtype, backend=backend)
+    if W.dtype not in (np.float32, np.float64):
+        raise NotImplementedError(f"from_onnx: weight dtype {W.dtype} is not supported")
+    activations = attrs.get("activations")
+    reverse = direction == "reverse"
+    if op == "RNN":
+        acts = activations or ["Tanh"] * D
+        if len(set(acts)) != 1 or acts[0] not in _FROM_ONNX_ACTIVATION:
+            raise NotImplementedError(f"from_onnx: RNN activations {acts} (fastrnn has one "
+                                      "of Tanh, Relu, Sigmoid for both directions)")
+        layer = RNN(nonlinearity=_FROM_ONNX_ACTIVATION[acts[0]], reverse=reverse, **kwargs)
+    elif op == "LSTM":
+        if activations and activations != _ONNX_DEFAULT_ACTIVATIONS["LSTM"] * D:
+            raise NotImplementedError(f"from_onnx: LSTM activations {activations}")
+        layer = LSTM(reverse=reverse, **kwargs)
+    else:
+        if activations and activations != _ONNX_DEFAULT_ACTIVATIONS["GRU"] * D:
+            raise NotImplementedError(f"from_onnx: GRU activations {activations}")
+        layer = GRU(reset_after=bool(attrs.get("linear_before_reset", 0)), reverse=reverse,
+                    **kwargs)
+    order = _TORCH_FROM_ONNX[op]
+    state = {}
+    for d in range(D):
+        sfx = "_l0" + ("_reverse" if d else "")
+        state[f"weight_ih{sfx}"] = _reorder_blocks(W[d], order, H)
+        state[f"weight_hh{sfx}"] = _reorder_blocks(R[d], order, H)
+        if B is not None:
+            state[f"bias_ih{sfx}"] = _reorder_blocks(B[d, :G * H], order, H)
+            state[f"bias_hh{sfx}"] = _reorder_blocks(B[d, G * H:], order, H)
+    layer.load_state_dict(state)
+    return layer
+
+
+def _reorder_blocks(w, order, H):
+    """Gate blocks of H rows taken in ``order``."""
+    return np.concatenate([w[g * H:(g + 1) * H] for g in order], axis=0)
+
+
+# ----------------------------------------------------------------------- Keras
+_KERAS_CLASSES = {"SimpleRNN": RNN, "LSTM": LSTM, "GRU": GRU}
+# Keras GRU gates z, r, h -> torch r, z, n; LSTM i, f, c, o is torch's i, f, g, o.
+_TORCH_FROM_KERAS = {"SimpleRNN": [0], "LSTM": [0, 1, 2, 3], "GRU": [1, 0, 2]}
+
+
+def _keras_activation(fn):
+    name = getattr(fn, "__name__", None)
+    if name is None:
+        import keras
+        name = keras.activations.serialize(fn)
+        name = name if isinstance(name, str) else name.get("config", name)
+    return name
+
+
+def _keras_cell_config(layer):
+    """(class name, the fastrnn kwargs of one direction) for a Keras recurrent layer."""
+    kind = type(layer).__name__
+    if kind not in _KERAS_CLASSES:
+        raise NotImplementedError(f"from_keras: layer {kind} is not supported "
+                                  "(SimpleRNN, LSTM, GRU or Bidirectional around one)")
+    if getattr(layer, "go_backwards", False):
+        raise NotImplementedError(f"from_keras: {kind}(go_backwards=True) is not supported "
+                                  "(its outputs come in reversed time order)")
+    if getattr(layer, "stateful", False):
+        raise NotImplementedError(f"from_keras: {kind}(stateful=True) is not supported")
+    if getattr(layer, "unroll", False):
+        pass                                  # unrolling changes nothing numerically
+    act = _keras_activation(layer.activation)
+    kwargs = {}
+    if kind == "SimpleRNN":
+        if act not in ("tanh", "relu", "sigmoid"):
+            raise NotImplementedError(f"from_keras: SimpleRNN activation {act!r} "
+                                      "(tanh, relu or sigmoid)")
+        kwargs["nonlinearity"] = act
+    else:
+        rec = _keras_activation(layer.recurrent_activation)
+        if act != "tanh":
+            raise NotImplementedError(f"from_keras: {kind} activation {act!r} (only tanh)")
+        if rec != "sigmoid":
+            raise NotImplementedError(f"from_keras: {kind} recurrent_activation {rec!r} "
+                                      "(only sigmoid)")
+        if kind == "GRU":
+            kwargs["reset_after"] = bool(layer.reset_after)
+    return kind, kwargs
+
+
+def _keras_state(kind, weights, units, use_bias, reset_after, sfx):
+    """torch-layout state_dict entries of one direction from Keras' get_weights()."""
+    order = _TORCH_FROM_KERAS[kind]
+    kernel, recurrent = weights[0], weights[1]
+    state = {f"weight_ih{sfx}": _reorder_blocks(kernel.T, order, units),
+             f"weight_hh{sfx}": _reorder_blocks(recurrent.T, order, units)}
+    if use_bias:
+        bias = weights[2]
+        if kind == "GRU" and reset_after:
+            b_ih, b_hh = bias[0], bias[1]
+        else:
+            b_ih, b_hh = bias, np.zeros_like(bias)
+        state[f"bias_ih{sfx}"] = _reorder_blocks(b_ih, order, units)
+        state[f"bias_hh{sfx}"] = _reorder_blocks(b_hh, order, units)
+    return state
+
+
+def from_keras(layer, backend="auto"):
+    """The fastrnn layer equivalent to a built Keras 3 ``SimpleRNN``, ``LSTM``, ``GRU``
+    or ``Bidirectional`` (``merge_mode="concat"``) around one.
+
+    The result is ``batch_first=True``.  Its output sequence ``y`` (B, T, D*units)
+    equals the Keras layer's output with ``return_sequences=True``; with
+    ``return_sequences=False`` Keras returns ``y[:, -1]`` (for full-length
+    sequences); ``return_state=True`` adds Keras' final states, which are fastrnn's
+    ``h_n`` (and ``c_n``) per direction.  Models (Sequential) are handled by
+    fastrnn.from_keras once fastrnn's model layer exists.
+    """
+    kind = type(layer).__name__
+    bidirectional = kind == "Bidirectional"
+    if bidirectional:
+        if layer.merge_mode != "concat":
+            raise NotImplementedError(f"from_keras: Bidirectional(merge_mode="
+                                      f"{layer.merge_mode!r}) (only 'concat')")
+        directions = [layer.forward_layer, layer.backward_layer]
+        fwd_kind, kwargs = _keras_cell_config(directions[0])
+        bwd = directions[1]
+        # Keras builds the backward copy with go_backwards=True and re-reverses its
+        # output: that is exactly a reverse direction, so only its config must agree.
+        bwd_kind = type(bwd).__name__
+        if bwd_kind != fwd_kind:
+            raise NotImplementedError("from_keras: Bidirectional with different "
+                                      "forward and backward layer types")
+    else:
+        fwd_kind, kwargs = _keras_cell_config(layer)
+        directions = [layer]
+    first = directions[0]
+    weights = [d.get_weights() for d in directions]
+    if not weights[0]:
+        raise ValueError("from_keras: the Keras layer has no weights yet; build it "
+                         "(call it on an input) first")
+    units = int(first.units)
+    use_bias = bool(first.use_bias)
+    dtype = weights[0][0].dtype
+    if dtype not in (np.float32, np.float64):
+        raise NotImplementedError(f"from_keras: weight dtype {dtype} is not supported")
+    cls = _KERAS_CLASSES[fwd_kind]
+    out = cls(int(weights[0][0].shape[0]), units, bias=use_bias, batch_first=True,
+              bidirectional=bidirectional, dtype=dtype, backend=backend, **kwargs)
+    state = {}
+    for d, w in enumerate(weights):
+        state.update(_keras_state(fwd_kind, w, units, use_bias,
+                                  kwargs.get("reset_after", True),
+                                  "_l0" + ("_reverse" if d else "")))
+    out.load_state_dict(state)
+    return out
