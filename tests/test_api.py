@@ -9,7 +9,7 @@ import fastrnn
 
 from conftest import (BACKENDS, CELL_BY_NAME, CELLS, DTYPES, assert_close,
                       assert_same_structure_equal, cell_backend_params, random_hx,
-                      random_lengths, random_like_outputs, state_shapes, train_step)
+                      random_like_outputs, state_shapes, train_step)
 
 SOME_CELLS = [CELL_BY_NAME[n] for n in ("rnn_tanh", "lstm", "lstm_proj", "gru")]
 

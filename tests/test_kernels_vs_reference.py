@@ -10,8 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import (AUTO_PROJ_XFAIL, CELLS, DTYPES, assert_close, cell_params, random_hx, random_lengths,
-                      random_like_outputs, train_step)
+from conftest import (AUTO_PROJ_XFAIL, CELLS, DTYPES, assert_close, cell_params, random_hx,
+                      random_lengths, random_like_outputs, train_step)
 
 
 def make_pair(cell, I, H, seed=1234, **kwargs):
