@@ -98,6 +98,7 @@ class BuildExt(build_ext):
 
 extensions = [
     Extension(f"fastrnn.{name}", [f"src/{name}.pyx"], include_dirs=[np.get_include(), "fastrnn"],
+              depends=["fastrnn/_activations.h", "fastrnn/_cells.h"],
               define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")])
     for name in KERNELS
 ]

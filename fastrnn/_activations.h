@@ -53,6 +53,7 @@ static inline float fastrnn_tanhf(float x) {
     return a < 0.625f ? small : big;
 }
 static inline double fastrnn_sigmoid(double x) { return 1.0 / (1.0 + exp(-x)); }
-static inline double fastrnn_relu(double x) { return x > 0 ? x : 0; }
-static inline float fastrnn_reluf(float x) { return x > 0 ? x : 0; }
+/* relu written so that a NaN stays a NaN (x > 0 ? x : 0 would make it 0) */
+static inline double fastrnn_relu(double x) { return x < 0 ? 0 : x; }
+static inline float fastrnn_reluf(float x) { return x < 0 ? 0 : x; }
 #endif

@@ -9,10 +9,13 @@ directions and layers on top without knowing which backend they drive:
 * ``ReferenceBackend`` keeps the padded (T, B, F) batch and a (T, B) mask.
 """
 
+import concurrent.futures
+import threading
+
 import numpy as np
 
 from fastrnn import _gru, _lstm, _rnn, reference
-from fastrnn._config import blas_guard, kernel_threads
+from fastrnn._config import blas_guard, get_num_threads, kernel_threads
 
 _EMPTY = {np.dtype(np.float32): np.empty(0, np.float32),
           np.dtype(np.float64): np.empty(0, np.float64)}
@@ -87,14 +90,15 @@ class PaddedLayout:
     def __init__(self, x, lengths):
         T, B, _ = x.shape
         self.T, self.B, self.dtype = T, B, x.dtype
-        self.x = x
         if lengths is None:
             self.mask = np.ones((T, B), bool)
         else:
             self.mask = np.arange(T)[:, None] < lengths[None, :]
+        self.x = self.pack(x)
 
     def pack(self, a):
-        return a * self.mask[:, :, None]
+        """Zeros at padded steps, whatever they held (NaN * 0 would still be NaN)."""
+        return np.where(self.mask[:, :, None], a, 0).astype(self.dtype, copy=False)
 
     def unpack(self, rows):
         return rows
@@ -115,7 +119,11 @@ class ReferenceBackend:
     name = "reference"
     Layout = PaddedLayout
 
-    def forward(self, layer, layout, x, w, h0, c0, y, col, reverse, training):
+    def run_directions(self, layer, layout, jobs):
+        """Run ``jobs`` (callables taking a thread count, None = choose) in turn."""
+        return [job(None) for job in jobs], False
+
+    def forward(self, layer, layout, x, w, h0, c0, y, col, reverse, training, threads=None):
         mode = layer.mode
         if mode == "lstm":
             y_d, h_n, c_n, cache = reference.lstm_forward(
@@ -134,7 +142,8 @@ class ReferenceBackend:
         y[..., col:col + y_d.shape[-1]] = y_d
         return h_n, c_n, cache
 
-    def backward(self, layer, layout, cache, dy, col, dh_n, dc_n, dx, accumulate):
+    def backward(self, layer, layout, cache, dy, col, dh_n, dc_n, dx, accumulate,
+                 threads=None):
         width = cache["w_hh"].shape[1]
         dy_d = dy[..., col:col + width]
         if layer.mode == "lstm":
@@ -158,13 +167,32 @@ class CompiledBackend:
     name = "auto"
     Layout = PackedLayout
 
-    def forward(self, layer, layout, x, w, h0, c0, y, col, reverse, training):
+    def run_directions(self, layer, layout, jobs):
+        """Run the jobs of a layer's directions (callables taking a thread count).
+
+        The two directions of a bidirectional layer are independent: with two or
+        more threads they run at the same time on two halves of the threads, which
+        beats giving all threads to one direction after the other whenever a step is
+        too small to keep a whole team busy between barriers (see README, measured).
+        Returns (results, concurrent).
+        """
+        threads = get_num_threads()
+        if len(jobs) == 2 and threads >= 2 and \
+                concurrent_directions_pay(layout.B, layer.gate_count, layer.hidden_size,
+                                          threads):
+            half = threads // 2
+            other = _direction_pool().submit(jobs[1], threads - half)
+            first = jobs[0](half)
+            return [first, other.result()], True
+        return [job(None) for job in jobs], False
+
+    def forward(self, layer, layout, x, w, h0, c0, y, col, reverse, training, threads=None):
         mode, H, P = layer.mode, layer.hidden_size, layer.output_size
         dt = layout.dtype
         T, B, I = layout.T, layout.B, x.shape[1]
         N = layout.n_rows
         G = layer.gate_count
-        nt = kernel_threads(B, G, H, I)
+        nt = kernel_threads(B, G, H, I, threads)
         args = (T, B, I, H, layout.batch_sizes, reverse)
         x_f = _flat(x, dt)
         w_ih, w_hh = _flat(w["w_ih"], dt), _flat(w["w_hh"], dt)
@@ -211,12 +239,13 @@ class CompiledBackend:
                              _flat(h0, dt), y_f, col, y.shape[1], h_n.reshape(-1), *bufs, nt)
         return h_n, c_n, cache
 
-    def backward(self, layer, layout, cache, dy, col, dh_n, dc_n, dx, accumulate):
+    def backward(self, layer, layout, cache, dy, col, dh_n, dc_n, dx, accumulate,
+                 threads=None):
         mode, H, P = layer.mode, layer.hidden_size, layer.output_size
         dt = layout.dtype
         T, B, I = layout.T, layout.B, dx.shape[1]
         G = layer.gate_count
-        nt = cache["threads"]
+        nt = kernel_threads(B, G, H, I, threads)
         args = (T, B, I, H, layout.batch_sizes, cache["reverse"])
         dh0 = np.empty((B, P), dt)
         dw_ih, dw_hh = np.empty((G * H, I), dt), np.empty((G * H, P), dt)
@@ -260,6 +289,30 @@ class CompiledBackend:
                 if cache["has_bias"]:
                     grads.update(b_ih=db, b_hh=db.copy())
         return dh0, dc0, grads
+
+
+# Hidden-unit work per step (B * G * H) below which one thread per direction, both
+# directions at once, beats all threads on each direction in turn.  Measured with
+# bench/bidirectional.py on the 2-core development machine (README).
+CONCURRENT_DIRECTIONS_MAX_WORK = 1 << 30
+
+
+def concurrent_directions_pay(batch, gates, hidden, threads):
+    return batch * gates * hidden <= CONCURRENT_DIRECTIONS_MAX_WORK
+
+
+_pool = None
+_pool_lock = threading.Lock()
+
+
+def _direction_pool():
+    """One worker thread, made on first use, that runs a layer's second direction."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = concurrent.futures.ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="fastrnn-direction")
+        return _pool
 
 
 BACKENDS = {"auto": CompiledBackend(), "reference": ReferenceBackend()}

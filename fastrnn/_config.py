@@ -51,9 +51,10 @@ MIN_MACS_PER_THREAD = 16384
 MIN_UNITS_PER_THREAD = 16
 
 
-def kernel_threads(batch, gates, hidden, inputs):
-    """Threads for one kernel call, from the workload size (see the constants)."""
-    n = get_num_threads()
+def kernel_threads(batch, gates, hidden, inputs, budget=None):
+    """Threads for one kernel call, from the workload size (see the constants);
+    ``budget`` caps them (None: get_num_threads())."""
+    n = get_num_threads() if budget is None else budget
     if n <= 1:
         return 1
     macs = batch * gates * hidden * (hidden + inputs)

@@ -1,5 +1,6 @@
 """The recurrent layers: argument checks, weights in torch's layout, dispatch."""
 
+import functools
 import math
 import numbers
 
@@ -254,8 +255,11 @@ class RNNBase:
         return (y, (h_n, c_n), cache) if self.mode == "lstm" else (y, h_n, cache)
 
     def _run(self, x, hx, lengths, training):
+        x_in = x
         x_in_shape = np.shape(x)
         x, h0, c0, lengths, batched = self._prepare(x, hx, lengths)
+        if training and isinstance(x_in, np.ndarray) and np.shares_memory(x, x_in):
+            x = x.copy()      # the cache must not see later changes to the caller's x
         backend = BACKENDS[self.backend]
         layout = backend.Layout(x, lengths)
         T, B, _ = x.shape
@@ -268,15 +272,15 @@ class RNNBase:
         caches, masks = [], []
         for k in range(self.num_layers):
             y = layout.new_rows(D * P)
-            for d in range(D):
-                idx = k * D + d
-                hn, cn, cache = backend.forward(
-                    self, layout, inp, self._weights(k, d), h0s[idx],
-                    None if c0s is None else c0s[idx], y, d * P, bool(d) != self.reverse,
-                    training)
-                h_n[idx] = hn
+            jobs = [functools.partial(
+                backend.forward, self, layout, inp, self._weights(k, d), h0s[k * D + d],
+                None if c0s is None else c0s[k * D + d], y, d * P, bool(d) != self.reverse,
+                training) for d in range(D)]
+            results, _ = backend.run_directions(self, layout, jobs)
+            for d, (hn, cn, cache) in enumerate(results):
+                h_n[k * D + d] = hn
                 if c_n is not None:
-                    c_n[idx] = cn
+                    c_n[k * D + d] = cn
                 caches.append(cache)
             mask = None
             if training and self.dropout > 0 and k < self.num_layers - 1:
@@ -364,19 +368,24 @@ class RNNBase:
             if k < self.num_layers - 1 and cache.masks[k] is not None:
                 d_out = d_out * cache.masks[k]
             in_size = self.input_size if k == 0 else D * P
-            d_in = layout.new_rows(in_size)
-            for d in range(D):
-                idx = k * D + d
-                dh, dc, g = backend.backward(
-                    self, layout, cache.caches[idx], d_out, d * P, dhn[idx],
-                    None if dcn is None else dcn[idx], d_in, d > 0)
-                dh0[idx] = dh
+            # Each direction writes its own input gradient, summed after: the two
+            # may run at the same time.
+            d_ins = [layout.new_rows(in_size) for _ in range(D)]
+            jobs = [functools.partial(
+                backend.backward, self, layout, cache.caches[k * D + d], d_out, d * P,
+                dhn[k * D + d], None if dcn is None else dcn[k * D + d], d_ins[d], False)
+                for d in range(D)]
+            results, _ = backend.run_directions(self, layout, jobs)
+            for d, (dh, dc, g) in enumerate(results):
+                dh0[k * D + d] = dh
                 if dc0 is not None:
-                    dc0[idx] = dc
+                    dc0[k * D + d] = dc
                 sfx = self._suffix(k, d)
                 for key, value in g.items():
                     grads[f"{self._GRAD_NAMES[key]}{sfx}"] = value
-            d_out = d_in
+            d_out = d_ins[0]
+            for extra in d_ins[1:]:
+                d_out += extra
         dx = self._to_user_sequence(layout.unpack(d_out), batched)
         dh0 = self._to_user_state(layout.unsort_states(dh0), batched)
         ordered = {name: grads[name] for name, _ in self._param_shapes()}

@@ -17,11 +17,13 @@ def from_torch(module, backend="auto"):
         raise TypeError(f"from_torch expects torch.nn.RNN, LSTM or GRU, got "
                         f"{type(module).__name__}")
     cls, nonlinearity = _TORCH_MODES[mode]
+    import torch
     weights = {name: p.detach().cpu() for name, p in module.named_parameters()}
-    dtype = next(iter(weights.values())).numpy().dtype
-    if dtype not in (np.float32, np.float64):
-        raise NotImplementedError(f"from_torch: parameter dtype {dtype} is not supported "
-                                  "(float32 or float64)")
+    torch_dtype = next(iter(weights.values())).dtype
+    if torch_dtype not in (torch.float32, torch.float64):
+        raise NotImplementedError(f"from_torch: parameter dtype {torch_dtype} is not "
+                                  "supported (float32 or float64)")
+    dtype = np.float32 if torch_dtype == torch.float32 else np.float64
     kwargs = dict(input_size=module.input_size, hidden_size=module.hidden_size,
                   num_layers=module.num_layers, bias=module.bias,
                   batch_first=module.batch_first, dropout=module.dropout,

@@ -12,11 +12,6 @@ BACKENDS = ("auto", "reference")
 
 # LSTM proj_size > 0 has no compiled kernel yet: tests that run it on backend="auto"
 # carry this marker (the only place it is defined; remove it once the kernel lands).
-AUTO_PROJ_XFAIL = pytest.mark.xfail(
-    raises=NotImplementedError, strict=False,
-    reason="LSTM proj_size > 0 is not implemented for backend='auto' yet")
-
-
 @dataclasses.dataclass(frozen=True)
 class Cell:
     """One kind of recurrent cell: the layer class and its cell-specific options."""
@@ -84,14 +79,14 @@ CELL_BY_NAME = {c.name: c for c in CELLS}
 def cell_params(cells=CELLS, backend="auto"):
     """pytest.param per cell, xfail-marked where ``backend`` cannot run it yet."""
     return [pytest.param(c, id=c.name,
-                         marks=[AUTO_PROJ_XFAIL] if c.proj and backend == "auto" else [])
+                         marks=[])
             for c in cells]
 
 
 def cell_backend_params(cells=CELLS, backends=BACKENDS):
     """pytest.param per (backend, cell), xfail-marked for auto + projection."""
     return [pytest.param(b, c, id=f"{b}-{c.name}",
-                         marks=[AUTO_PROJ_XFAIL] if c.proj and b == "auto" else [])
+                         marks=[])
             for b in backends for c in cells]
 
 
