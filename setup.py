@@ -24,7 +24,12 @@ FLAGS = {
              ["-fopenmp"], ["-fopenmp"]),
     "msvc": (["/O2"], [], ["/openmp"], []),
 }
-KERNELS = ["_blas", "_threads", "_rnn", "_lstm", "_gru"]
+# (extension module, source): the kernels are public, cimportable modules of
+# fastrnn.kernels (their .pxd files ship in the package); _threads is internal.
+EXTENSIONS = [("fastrnn.kernels.blas", "src/blas.pyx"), ("fastrnn.kernels.rnn", "src/rnn.pyx"),
+              ("fastrnn.kernels.lstm", "src/lstm.pyx"), ("fastrnn.kernels.gru", "src/gru.pyx"),
+              ("fastrnn._threads", "src/_threads.pyx")]
+HEADERS = ["fastrnn/kernels/_activations.h", "fastrnn/kernels/_cells.h"]
 
 
 def _env_flag(name, default):
@@ -97,10 +102,9 @@ class BuildExt(build_ext):
 
 
 extensions = [
-    Extension(f"fastrnn.{name}", [f"src/{name}.pyx"], include_dirs=[np.get_include(), "fastrnn"],
-              depends=["fastrnn/_activations.h", "fastrnn/_cells.h"],
+    Extension(name, [source], include_dirs=[np.get_include(), "."], depends=HEADERS,
               define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")])
-    for name in KERNELS
+    for name, source in EXTENSIONS
 ]
 
 setup(

@@ -7,5 +7,14 @@ from fastrnn._layers import GRU, LSTM, RNN
 from fastrnn.interop import from_keras, from_onnx, from_torch
 from fastrnn import reference
 
+
+def get_include():
+    """The directory to put on a downstream build's Cython include_path and C
+    include_dirs to ``cimport fastrnn.kernels.lstm`` (and gru, rnn, blas): the
+    directory that holds the ``fastrnn`` package, with its ``.pxd`` and ``.h`` files."""
+    import os
+    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
 __all__ = ["RNN", "LSTM", "GRU", "from_torch", "from_keras", "from_onnx", "set_num_threads", "get_num_threads",
-           "show_config", "reference", "__version__"]
+           "show_config", "reference", "get_include", "__version__"]

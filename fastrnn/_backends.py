@@ -14,7 +14,8 @@ import threading
 
 import numpy as np
 
-from fastrnn import _gru, _lstm, _rnn, reference
+from fastrnn import reference
+from fastrnn.kernels import gru as _gru, lstm as _lstm, rnn as _rnn
 from fastrnn._config import blas_guard, get_num_threads, kernel_threads
 
 _EMPTY = {np.dtype(np.float32): np.empty(0, np.float32),

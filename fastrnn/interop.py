@@ -156,6 +156,11 @@ def _onnx_constant(graph, name, what):
                               "only initializers or Constant nodes can be converted")
 
 
+def _onnx_has_constant(graph, name):
+    return any(i.name == name for i in graph.initializer) or any(
+        n.op_type == "Constant" and name in n.output for n in graph.node)
+
+
 def from_onnx(model_or_path, node=None, backend="auto"):
     """The fastrnn layer equivalent to an ONNX ``RNN``, ``LSTM`` or ``GRU`` node.
 
@@ -200,6 +205,15 @@ def from_onnx(model_or_path, node=None, backend="auto"):
             raise NotImplementedError(f"from_onnx: attribute {name!r} is not supported")
     if attrs.get("input_forget", 0):
         raise NotImplementedError("from_onnx: attribute 'input_forget' is not supported")
+    if inputs[4] and _onnx_has_constant(graph, inputs[4]):
+        raise NotImplementedError("from_onnx: sequence_lens is a constant of the graph; "
+                                  "a layer takes lengths= at call time instead")
+    for slot, name in ((5, "initial_h"), (6, "initial_c")):
+        if inputs[slot] and _onnx_has_constant(graph, inputs[slot]):
+            if np.any(_onnx_constant(graph, inputs[slot], name) != 0):
+                raise NotImplementedError(
+                    f"from_onnx: {name} is a nonzero constant of the graph; a layer "
+                    "starts from zeros or from the hx given at call time")
     if op == "LSTM" and inputs[7]:
         P = _onnx_constant(graph, inputs[7], "P (peepholes)")
         if np.any(P != 0):
@@ -268,13 +282,17 @@ def _keras_activation(fn):
     return name
 
 
-def _keras_cell_config(layer):
-    """(class name, the fastrnn kwargs of one direction) for a Keras recurrent layer."""
+def _keras_cell_config(layer, backward_copy=False):
+    """(class name, the fastrnn kwargs of one direction) for a Keras recurrent layer.
+
+    ``backward_copy``: the layer is the backward half Keras builds inside a
+    Bidirectional, whose go_backwards=True is exactly fastrnn's reverse direction.
+    """
     kind = type(layer).__name__
     if kind not in _KERAS_CLASSES:
         raise NotImplementedError(f"from_keras: layer {kind} is not supported "
                                   "(SimpleRNN, LSTM, GRU or Bidirectional around one)")
-    if getattr(layer, "go_backwards", False):
+    if getattr(layer, "go_backwards", False) and not backward_copy:
         raise NotImplementedError(f"from_keras: {kind}(go_backwards=True) is not supported "
                                   "(its outputs come in reversed time order)")
     if getattr(layer, "stateful", False):
@@ -298,6 +316,17 @@ def _keras_cell_config(layer):
         if kind == "GRU":
             kwargs["reset_after"] = bool(layer.reset_after)
     return kind, kwargs
+
+
+def _keras_options(layer):
+    """The Keras options that fix a direction's equations, by Keras' names."""
+    opts = dict(layer=type(layer).__name__, units=layer.units, use_bias=layer.use_bias,
+                activation=_keras_activation(layer.activation))
+    if hasattr(layer, "recurrent_activation"):
+        opts["recurrent_activation"] = _keras_activation(layer.recurrent_activation)
+    if hasattr(layer, "reset_after"):
+        opts["reset_after"] = layer.reset_after
+    return opts
 
 
 def _keras_state(kind, weights, units, use_bias, reset_after, sfx):
@@ -336,13 +365,14 @@ def from_keras(layer, backend="auto"):
                                       f"{layer.merge_mode!r}) (only 'concat')")
         directions = [layer.forward_layer, layer.backward_layer]
         fwd_kind, kwargs = _keras_cell_config(directions[0])
-        bwd = directions[1]
-        # Keras builds the backward copy with go_backwards=True and re-reverses its
-        # output: that is exactly a reverse direction, so only its config must agree.
-        bwd_kind = type(bwd).__name__
-        if bwd_kind != fwd_kind:
-            raise NotImplementedError("from_keras: Bidirectional with different "
-                                      "forward and backward layer types")
+        bwd_kind, bwd_kwargs = _keras_cell_config(directions[1], backward_copy=True)
+        fwd_opts, bwd_opts = (_keras_options(d) for d in directions)
+        differ = [k for k in fwd_opts if fwd_opts[k] != bwd_opts.get(k)]
+        if differ:
+            detail = ", ".join(f"{k}={bwd_opts.get(k)!r} vs {fwd_opts[k]!r}" for k in differ)
+            raise NotImplementedError(
+                f"from_keras: Bidirectional whose backward layer differs from its forward "
+                f"layer ({detail}); fastrnn's two directions share one configuration")
     else:
         fwd_kind, kwargs = _keras_cell_config(layer)
         directions = [layer]

@@ -1,7 +1,7 @@
 # cython: language_level=3
 """Build-time OpenMP facts, exposed to Python (as scikit-learn's _openmp_helpers)."""
 
-from fastrnn._common cimport FASTRNN_OPENMP, omp_get_max_threads
+from fastrnn.kernels.common cimport FASTRNN_OPENMP, omp_get_max_threads
 
 
 def openmp_enabled():

@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
-from fastrnn import _blas
+from fastrnn.kernels import blas as _blas
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

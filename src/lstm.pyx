@@ -29,8 +29,8 @@ the fused elementwise pass on them; one barrier per step publishes the new h
 from cython cimport floating
 from cython.parallel cimport parallel
 
-from fastrnn._blas cimport gemm
-from fastrnn._common cimport (
+from fastrnn.kernels.blas cimport gemm
+from fastrnn.kernels.common cimport (
     omp_get_thread_num, omp_get_num_threads, fastrnn_barrier, split_units, split_rows,
     sigmoid, tanh_, total_rows, active_rows, rows_between, rows_finishing_from,
     fill_bias, column_sums, copy_block, chunk_steps, lstm_row)
@@ -306,7 +306,7 @@ cdef void lstm_backward(
 # flattened; an empty array stands for an absent (NULL) buffer.
 
 import numpy as np
-from fastrnn._kernel_args cimport ptr, cptr, sizes_ptr, need, packed_rows
+from fastrnn.kernels._args cimport ptr, cptr, sizes_ptr, need, packed_rows
 
 
 def forward(Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize_t P,

@@ -1,7 +1,7 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
 """Fused GRU kernels: inference forward, training forward and backward (BPTT).
 
-Layouts as in fastrnn._lstm, with gates in torch's order r, z, n (G = 3H):
+Layouts as in fastrnn.kernels.lstm, with gates in torch's order r, z, n (G = 3H):
 
     x        (N, I)   packed input rows;    w_ih (3H, I), w_hh (3H, H), b_ih, b_hh (3H,)
     h0       (B, H);  y (N, ldy);  h_n (B, H)
@@ -11,15 +11,15 @@ Layouts as in fastrnn._lstm, with gates in torch's order r, z, n (G = 3H):
 
 reset_after=True:  n = tanh(W_in x + b_in + r * (W_hn h + b_hn))   (torch, cuDNN, Keras)
 reset_after=False: n = tanh(W_in x + b_in + W_hn (r * h) + b_hn)   (Cho et al., ONNX lbr=0)
-h' = (1 - z) * n + z * h.  Threads as in fastrnn._lstm; reset_after=False needs all
+h' = (1 - z) * n + z * h.  Threads as in fastrnn.kernels.lstm; reset_after=False needs all
 of r * h before its n GEMM, so it takes a second barrier per step.
 """
 
 from cython cimport floating
 from cython.parallel cimport parallel
 
-from fastrnn._blas cimport gemm
-from fastrnn._common cimport (
+from fastrnn.kernels.blas cimport gemm
+from fastrnn.kernels.common cimport (
     omp_get_thread_num, omp_get_num_threads, fastrnn_barrier, split_units, split_rows,
     sigmoid, tanh_, total_rows, active_rows, rows_between, rows_finishing_from,
     fill_bias, column_sums, copy_block, chunk_steps, gru_row, gru_rz_row, gru_n_row)
@@ -280,10 +280,10 @@ cdef void gru_backward(
 
 
 # ----------------------------------------------------------------- Python entry points
-# Thin wrappers for fastrnn's layers (see fastrnn._lstm).
+# Thin wrappers for fastrnn's layers (see fastrnn.kernels.lstm).
 
 import numpy as np
-from fastrnn._kernel_args cimport ptr, cptr, sizes_ptr, need, packed_rows
+from fastrnn.kernels._args cimport ptr, cptr, sizes_ptr, need, packed_rows
 
 
 def forward(Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,

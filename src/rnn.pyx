@@ -2,7 +2,7 @@
 """Fused Elman RNN kernels: inference forward, training forward and backward (BPTT).
 
 h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh), act one of tanh, relu, sigmoid.
-Layouts as in fastrnn._lstm, with G = H:
+Layouts as in fastrnn.kernels.lstm, with G = H:
 
     x (N, I);  w_ih (H, I), w_hh (H, H), b_ih, b_hh (H,);  h0, h_n (B, H);  y (N, ldy)
     hs       (N, H)   training only: h_t (the activation's output)
@@ -12,16 +12,11 @@ Layouts as in fastrnn._lstm, with G = H:
 from cython cimport floating
 from cython.parallel cimport parallel
 
-from fastrnn._blas cimport gemm
-from fastrnn._common cimport (
+from fastrnn.kernels.blas cimport gemm
+from fastrnn.kernels.common cimport (
     omp_get_thread_num, omp_get_num_threads, fastrnn_barrier, split_units, split_rows,
     sigmoid, tanh_, total_rows, active_rows, rows_between, rows_finishing_from,
     fill_bias, column_sums, copy_block, chunk_steps, rnn_row)
-
-cdef enum:
-    ACT_TANH = 0
-    ACT_RELU = 1
-    ACT_SIGMOID = 2
 
 ACTIVATIONS = {"tanh": ACT_TANH, "relu": ACT_RELU, "sigmoid": ACT_SIGMOID}
 
@@ -210,10 +205,10 @@ cdef void rnn_backward(
 
 
 # ----------------------------------------------------------------- Python entry points
-# Thin wrappers for fastrnn's layers (see fastrnn._lstm).
+# Thin wrappers for fastrnn's layers (see fastrnn.kernels.lstm).
 
 import numpy as np
-from fastrnn._kernel_args cimport ptr, cptr, sizes_ptr, need, packed_rows
+from fastrnn.kernels._args cimport ptr, cptr, sizes_ptr, need, packed_rows
 
 
 def forward(Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,

@@ -29,8 +29,9 @@ cdef extern from *:
     int omp_get_max_threads() noexcept nogil
     void fastrnn_barrier() noexcept nogil
 
-cdef extern from "_cells.h":
-    # fastrnn/_activations.h and fastrnn/_cells.h, shipped beside this file.
+cdef extern from "fastrnn/kernels/_cells.h":
+    # _activations.h and _cells.h ship beside this file; fastrnn.get_include()
+    # is the directory a downstream build adds to its C include path.
     float fastrnn_sigmoidf(float) noexcept nogil
     float fastrnn_tanhf(float) noexcept nogil
     double fastrnn_sigmoid(double) noexcept nogil
