@@ -28,7 +28,7 @@ FLAGS = {
 # fastrnn.kernels (their .pxd files ship in the package); _threads is internal.
 EXTENSIONS = [("fastrnn.kernels.blas", "src/blas.pyx"), ("fastrnn.kernels.rnn", "src/rnn.pyx"),
               ("fastrnn.kernels.lstm", "src/lstm.pyx"), ("fastrnn.kernels.gru", "src/gru.pyx"),
-              ("fastrnn._threads", "src/_threads.pyx")]
+              ("fastrnn._threads", "src/_threads.pyx"), ("fastrnn._stream", "src/_stream.pyx")]
 HEADERS = ["fastrnn/kernels/_activations.h", "fastrnn/kernels/_cells.h"]
 
 

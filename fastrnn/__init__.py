@@ -6,6 +6,8 @@ from fastrnn._config import get_num_threads, set_num_threads, show_config
 from fastrnn._layers import GRU, LSTM, RNN
 from fastrnn.interop import from_keras, from_onnx, from_torch
 from fastrnn import reference
+from fastrnn.models import Dense, Dropout, Embedding, FinalState, Sequential
+from fastrnn.training import fit
 
 
 def get_include():
@@ -17,4 +19,5 @@ def get_include():
 
 
 __all__ = ["RNN", "LSTM", "GRU", "from_torch", "from_keras", "from_onnx", "set_num_threads", "get_num_threads",
-           "show_config", "reference", "get_include", "__version__"]
+           "show_config", "reference", "get_include", "__version__",
+           "Embedding", "Dense", "FinalState", "Dropout", "Sequential", "fit", "losses", "optim"]

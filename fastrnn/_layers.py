@@ -420,6 +420,11 @@ class RNNBase:
         args = ", ".join(f"{k}={v!r}" for k, v in self._config().items())
         return f"{type(self).__name__}({args})"
 
+    def stream(self, batch_size=1):
+        """A Stream that steps this (unidirectional) layer one time step at a time."""
+        from fastrnn.streaming import Stream
+        return Stream(self, batch_size)
+
     def to_torch(self):
         """The equivalent torch.nn module (torch installed)."""
         from fastrnn.interop import to_torch

@@ -22,7 +22,8 @@ from fastrnn.kernels.blas cimport gemm
 from fastrnn.kernels.common cimport (
     omp_get_thread_num, omp_get_num_threads, fastrnn_barrier, split_units, split_rows,
     sigmoid, tanh_, total_rows, active_rows, rows_between, rows_finishing_from,
-    fill_bias, column_sums, copy_block, chunk_steps, gru_row, gru_rz_row, gru_n_row)
+    fill_bias, column_sums, copy_block, chunk_steps, gru_row, gru_rz_row, gru_n_row,
+    gates_gemm, gates_weight_grad)
 
 
 cdef Py_ssize_t gru_workspace_size(Py_ssize_t T, Py_ssize_t B, Py_ssize_t H,
@@ -86,8 +87,7 @@ cdef void _forward_body(
         for g in range(3):
             fill_bias(xp_row, chunk_n, G, g * H + j0, g * H + j1, b_ih,
                       b_hh if g < 2 else NULL)
-            gemm(False, True, chunk_n, hk, I, <floating>1, x + base * I, I,
-                 w_ih + (g * H + j0) * I, I, <floating>1, xp_row + g * H + j0, G)
+        gates_gemm(chunk_n, 3, H, j0, j1, I, x + base * I, I, w_ih, <floating>1, xp_row, G)
 
         for s in range(s_chunk, s_chunk + n_chunk):
             t = s if up else T - 1 - s
@@ -97,9 +97,7 @@ cdef void _forward_body(
             row = off
             xp_row = xp + (row if training else row - base) * G
             finish = rows_finishing_from(T, B, batch_sizes, t, up, bs)
-            for g in range(2):
-                gemm(False, True, bs, hk, H, <floating>1, h_cur, H,
-                     w_hh + (g * H + j0) * H, H, <floating>1, xp_row + g * H + j0, G)
+            gates_gemm(bs, 2, H, j0, j1, H, h_cur, H, w_hh, <floating>1, xp_row, G)
             if reset_after:
                 hn_t = hns + row * H if training else hn_scratch
                 gemm(False, True, bs, hk, H, <floating>1, h_cur, H,
@@ -226,14 +224,12 @@ cdef void _backward_body(
             off += bs
     fastrnn_barrier()
 
+    gates_weight_grad(n_rows, 3, H, j0, j1, I, gates, G, x, dw_ih)
     for g in range(3):
-        gemm(True, False, hk, I, n_rows, <floating>1, gates + g * H + j0, G, x, I,
-             <floating>0, dw_ih + (g * H + j0) * I, I)
         if db_ih != NULL:
             column_sums(db_ih, gates, n_rows, G, g * H + j0, g * H + j1)
+    gates_weight_grad(n_rows, 2, H, j0, j1, H, gates, G, h_prevs, dw_hh)
     for g in range(2):
-        gemm(True, False, hk, H, n_rows, <floating>1, gates + g * H + j0, G, h_prevs, H,
-             <floating>0, dw_hh + (g * H + j0) * H, H)
         if db_hh != NULL:
             column_sums(db_hh, gates, n_rows, G, g * H + j0, g * H + j1)
     if reset_after:

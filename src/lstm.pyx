@@ -33,7 +33,7 @@ from fastrnn.kernels.blas cimport gemm
 from fastrnn.kernels.common cimport (
     omp_get_thread_num, omp_get_num_threads, fastrnn_barrier, split_units, split_rows,
     sigmoid, tanh_, total_rows, active_rows, rows_between, rows_finishing_from,
-    fill_bias, column_sums, copy_block, chunk_steps, lstm_row)
+    fill_bias, column_sums, copy_block, chunk_steps, lstm_row, gates_gemm, gates_weight_grad)
 
 
 cdef Py_ssize_t lstm_workspace_size(Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, Py_ssize_t P,
@@ -102,8 +102,7 @@ cdef void _forward_body(
         xp_row = xp if not training else xp + base * G
         for g in range(4):
             fill_bias(xp_row, chunk_n, G, g * H + j0, g * H + j1, b_ih, b_hh)
-            gemm(False, True, chunk_n, hk, I, <floating>1, x + base * I, I,
-                 w_ih + (g * H + j0) * I, I, <floating>1, xp_row + g * H + j0, G)
+        gates_gemm(chunk_n, 4, H, j0, j1, I, x + base * I, I, w_ih, <floating>1, xp_row, G)
 
         for s in range(s_chunk, s_chunk + n_chunk):
             t = s if up else T - 1 - s
@@ -112,9 +111,7 @@ cdef void _forward_body(
                 off -= bs
             row = off
             xp_row = xp + (row if training else row - base) * G
-            for g in range(4):
-                gemm(False, True, bs, hk, P, <floating>1, h_cur, P,
-                     w_hh + (g * H + j0) * P, P, <floating>1, xp_row + g * H + j0, G)
+            gates_gemm(bs, 4, H, j0, j1, P, h_cur, P, w_hh, <floating>1, xp_row, G)
             finish = rows_finishing_from(T, B, batch_sizes, t, up, bs)
             r_t = (rs + row * H if training else r_scratch) if proj else h_next
             for b in range(bs):
@@ -254,11 +251,9 @@ cdef void _backward_body(
     fastrnn_barrier()
 
     # Whole-sequence weight gradients: this thread's rows of dW, no reduction needed.
+    gates_weight_grad(n_rows, 4, H, j0, j1, I, gates, G, x, dw_ih)
+    gates_weight_grad(n_rows, 4, H, j0, j1, P, gates, G, h_prevs, dw_hh)
     for g in range(4):
-        gemm(True, False, hk, I, n_rows, <floating>1, gates + g * H + j0, G, x, I,
-             <floating>0, dw_ih + (g * H + j0) * I, I)
-        gemm(True, False, hk, P, n_rows, <floating>1, gates + g * H + j0, G, h_prevs, P,
-             <floating>0, dw_hh + (g * H + j0) * P, P)
         if db != NULL:
             column_sums(db, gates, n_rows, G, g * H + j0, g * H + j1)
     if proj:

@@ -4,6 +4,8 @@
 from cython cimport floating
 from libc.math cimport tanh
 
+from fastrnn.kernels.blas cimport gemm
+
 cdef extern from *:
     """
     /* One source with and without OpenMP: the stubs make a serial build behave as
@@ -239,3 +241,39 @@ cdef inline void rnn_row(floating* pre, floating* h_out, Py_ssize_t j0, Py_ssize
         fastrnn_rnn_row_f32(pre, h_out, j0, j1, activation, training)
     else:
         fastrnn_rnn_row_f64(pre, h_out, j0, j1, activation, training)
+
+
+cdef inline void gates_gemm(Py_ssize_t m, Py_ssize_t n_gates, Py_ssize_t H, Py_ssize_t j0,
+                            Py_ssize_t j1, Py_ssize_t k, const floating* a, Py_ssize_t lda,
+                            const floating* w, floating beta, floating* c,
+                            Py_ssize_t ldc) noexcept nogil:
+    """c[:, g*H + j0 : g*H + j1] := a . w[g*H + j0 : g*H + j1, :]^T + beta c, g < n_gates.
+
+    ``w`` is (n_gates*H, k) row-major.  A thread owning every unit makes one call
+    over all gates (one packing of ``a`` instead of n_gates); otherwise one per gate.
+    """
+    cdef Py_ssize_t g
+    if j0 == 0 and j1 == H:
+        gemm(False, True, m, n_gates * H, k, <floating>1, a, lda, w, k, beta, c, ldc)
+        return
+    for g in range(n_gates):
+        gemm(False, True, m, j1 - j0, k, <floating>1, a, lda, w + (g * H + j0) * k, k,
+             beta, c + g * H + j0, ldc)
+
+
+cdef inline void gates_weight_grad(Py_ssize_t n_rows, Py_ssize_t n_gates, Py_ssize_t H,
+                                   Py_ssize_t j0, Py_ssize_t j1, Py_ssize_t k,
+                                   const floating* d_gates, Py_ssize_t ldd,
+                                   const floating* a, floating* dw) noexcept nogil:
+    """dw[g*H + j0 : g*H + j1, :] := d_gates[:, g*H + j0 : g*H + j1]^T . a, g < n_gates.
+
+    ``a`` is (n_rows, k), ``dw`` (n_gates*H, k); the whole-sequence weight gradient
+    of this thread's units, one call when it owns every unit."""
+    cdef Py_ssize_t g
+    if j0 == 0 and j1 == H:
+        gemm(True, False, n_gates * H, k, n_rows, <floating>1, d_gates, ldd, a, k,
+             <floating>0, dw, k)
+        return
+    for g in range(n_gates):
+        gemm(True, False, j1 - j0, k, n_rows, <floating>1, d_gates + g * H + j0, ldd, a, k,
+             <floating>0, dw + (g * H + j0) * k, k)

@@ -1,0 +1,101 @@
+"""Losses with their gradients: each returns ``(loss, dloss_dinput)``.
+
+Both take the mean over the batch (and the steps, for per-step outputs), as
+``torch.nn.functional.cross_entropy`` / ``mse_loss`` with ``reduction="mean"`` do.
+``mask`` (optional, boolean, the labels' shape, e.g. (B, T)) keeps only the True
+elements in the mean: padded steps of a sequence output.
+"""
+
+import numpy as np
+
+__all__ = ["cross_entropy", "mse"]
+
+
+def _float_array(value, name):
+    if hasattr(value, "detach") and hasattr(value, "numpy"):
+        value = value.detach().cpu().numpy()
+    arr = np.asarray(value)
+    if arr.dtype.kind != "f":
+        arr = arr.astype(np.float64)
+    return arr
+
+
+def _check_mask(mask, shape):
+    if mask is None:
+        return None
+    mask = np.asarray(mask, dtype=bool)
+    if mask.shape != tuple(shape):
+        raise ValueError(f"mask: expected shape {tuple(shape)}, got {mask.shape}")
+    return mask
+
+
+def cross_entropy(logits, labels, mask=None):
+    """Softmax cross-entropy from logits with integer labels.
+
+    ``loss = mean_i [ logsumexp(z_i) - z_i[y_i] ]`` over the rows i kept by ``mask``;
+    ``dloss/dz_i = (softmax(z_i) - onehot(y_i)) / N`` (zero for masked rows).
+    ``logits`` is (B, C) with ``labels`` (B,), or (B, T, C) with ``labels`` (B, T).
+    The log-sum-exp subtracts each row's maximum, so large logits do not overflow.
+    """
+    z = _float_array(logits, "logits")
+    if z.ndim < 2:
+        raise ValueError(f"logits: expected (B, C) or (B, T, C), got shape {z.shape}")
+    y = np.asarray(labels.detach().cpu().numpy() if hasattr(labels, "detach") else labels)
+    if y.dtype.kind not in "iu":
+        if y.dtype.kind == "f" and np.all(y == np.round(y)):
+            y = y.astype(np.intp)
+        else:
+            raise TypeError(f"labels must be integer class indices, got dtype {y.dtype}")
+    if y.shape != z.shape[:-1]:
+        raise ValueError(f"labels: expected shape {z.shape[:-1]} for logits of shape "
+                         f"{z.shape}, got {y.shape}")
+    classes = z.shape[-1]
+    mask = _check_mask(mask, y.shape)
+    if y.size and (y.min() < 0 or y.max() >= classes):
+        bad = y[(y < 0) | (y >= classes)]
+        if mask is None or np.any(mask[(y < 0) | (y >= classes)]):
+            raise ValueError(f"labels must lie in 0..{classes - 1}, got {bad.flat[0]}")
+        y = np.where(mask, y, 0)
+    shifted = z - z.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    sum_exp = exp.sum(axis=-1, keepdims=True)
+    picked = np.take_along_axis(shifted, y[..., None], axis=-1)[..., 0]
+    per_row = np.log(sum_exp[..., 0]) - picked
+    grad = exp / sum_exp                                   # softmax(z)
+    prob_of_label = np.take_along_axis(grad, y[..., None], axis=-1)
+    np.put_along_axis(grad, y[..., None], prob_of_label - 1, axis=-1)
+    if mask is None:
+        count = y.size
+        loss = per_row.sum() / count
+    else:
+        count = int(mask.sum())
+        loss = per_row[mask].sum() / count if count else float("nan")
+        grad *= mask[..., None]
+    grad /= max(count, 1)
+    return float(loss), grad
+
+
+def mse(pred, target, mask=None):
+    """Mean squared error: ``loss = mean (pred - target)^2``, ``dloss/dpred = 2 (pred -
+    target) / N`` over the N kept elements.
+
+    ``target`` has ``pred``'s shape, or lacks its last axis when that axis has size 1
+    (a ``Dense(1)`` output against targets of shape (B,), as Keras accepts).  ``mask``
+    has ``pred``'s leading shape without the feature axis (e.g. (B, T)).
+    """
+    p = _float_array(pred, "pred")
+    t = _float_array(target, "target").astype(p.dtype, copy=False)
+    if t.shape != p.shape:
+        if p.shape[-1:] == (1,) and t.shape == p.shape[:-1]:
+            t = t[..., None]
+        else:
+            raise ValueError(f"target: expected shape {p.shape}, got {t.shape}")
+    diff = p - t
+    mask = _check_mask(mask, p.shape[:-1]) if mask is not None else None
+    if mask is not None:
+        diff *= mask[..., None]
+        count = int(mask.sum()) * p.shape[-1]
+    else:
+        count = diff.size
+    loss = float(np.sum(diff * diff) / count) if count else float("nan")
+    return loss, diff * (2 / max(count, 1))
