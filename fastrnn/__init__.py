@@ -6,6 +6,7 @@ from fastrnn._config import get_num_threads, set_num_threads, show_config
 from fastrnn._layers import GRU, LSTM, RNN
 from fastrnn.interop import from_keras, from_onnx, from_torch
 from fastrnn import reference
+from fastrnn.persistence import load
 from fastrnn.models import Dense, Dropout, Embedding, FinalState, Sequential
 from fastrnn.training import fit
 

@@ -6,6 +6,7 @@ import numbers
 
 import numpy as np
 
+from fastrnn import persistence
 from fastrnn._backends import BACKENDS
 
 __all__ = ["RNN", "LSTM", "GRU", "RNNBase"]
@@ -420,6 +421,30 @@ class RNNBase:
         args = ", ".join(f"{k}={v!r}" for k, v in self._config().items())
         return f"{type(self).__name__}({args})"
 
+    # ------------------------------------------------------------ persistence
+    def __getstate__(self):
+        # Configuration, weights as arrays and the dropout generator: nothing compiled.
+        return dict(config=self._config(), seed=self.seed, params=self.state_dict(),
+                    rng=self._rng.bit_generator.state)
+
+    def __setstate__(self, state):
+        self.__init__(**state["config"], seed=state["seed"])
+        self.load_state_dict(state["params"])
+        self._rng.bit_generator.state = state["rng"]
+
+    def __eq__(self, other):
+        """Same class, configuration and parameter values."""
+        if type(other) is not type(self):
+            return NotImplemented
+        return self._config() == other._config() and all(
+            np.array_equal(v, other._params[k]) for k, v in self._params.items())
+
+    __hash__ = None          # mutable parameters
+
+    def save(self, path):
+        """Write a ``.npz`` with the configuration and the state_dict (fastrnn.load)."""
+        persistence.save(self, path)
+
     def stream(self, batch_size=1):
         """A Stream that steps this (unidirectional) layer one time step at a time."""
         from fastrnn.streaming import Stream
@@ -431,6 +456,7 @@ class RNNBase:
         return to_torch(self)
 
 
+@persistence.register
 class RNN(RNNBase):
     """Elman RNN: h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)."""
 
@@ -448,6 +474,7 @@ class RNN(RNNBase):
         return {"nonlinearity": self.nonlinearity}
 
 
+@persistence.register
 class LSTM(RNNBase):
     """LSTM with torch's gate order i, f, g, o; proj_size > 0 is torch's LSTMP."""
 
@@ -465,6 +492,7 @@ class LSTM(RNNBase):
         return {"proj_size": self.proj_size}
 
 
+@persistence.register
 class GRU(RNNBase):
     """GRU with torch's gate order r, z, n; reset_after selects where r applies."""
 

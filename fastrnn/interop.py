@@ -351,11 +351,11 @@ def from_keras(layer, backend="auto"):
     or ``Bidirectional`` (``merge_mode="concat"``) around one.
 
     The result is ``batch_first=True``.  Its output sequence ``y`` (B, T, D*units)
-    equals the Keras layer's output with ``return_sequences=True``; with
-    ``return_sequences=False`` Keras returns ``y[:, -1]`` (for full-length
-    sequences); ``return_state=True`` adds Keras' final states, which are fastrnn's
-    ``h_n`` (and ``c_n``) per direction.  Models (Sequential) are handled by
-    fastrnn.from_keras once fastrnn's model layer exists.
+    equals the Keras layer's output with ``return_sequences=True``.  With
+    ``return_sequences=False`` Keras returns each direction's final state, i.e.
+    fastrnn's ``h_n`` (directions concatenated; for a unidirectional layer on full
+    sequences that is ``y[:, -1]``); ``return_state=True`` adds Keras' final states,
+    which are fastrnn's ``h_n`` (and ``c_n``) per direction.
     """
     kind = type(layer).__name__
     bidirectional = kind == "Bidirectional"
