@@ -11,9 +11,11 @@ import scipy
 
 from fastrnn import _threads
 
-__all__ = ["set_num_threads", "get_num_threads", "show_config", "kernel_threads"]
+__all__ = ["set_num_threads", "get_num_threads", "show_config", "kernel_threads",
+           "thread_limit"]
 
 _requested_threads = None
+_local = threading.local()       # per-Python-thread override, see thread_limit()
 
 
 def set_num_threads(n):
@@ -38,9 +40,26 @@ def get_num_threads():
     """
     if not _threads.openmp_enabled():
         return 1
+    local = getattr(_local, "threads", None)
+    if local is not None:
+        return local
     if _requested_threads is not None:
         return _requested_threads
     return max(1, _threads.openmp_max_threads())
+
+
+@contextlib.contextmanager
+def thread_limit(n):
+    """Within the block, fastrnn calls made from this Python thread use ``n`` threads
+    (other Python threads are not affected, unlike set_num_threads)."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"thread_limit expects an int >= 1, got {n!r}")
+    saved = getattr(_local, "threads", None)
+    _local.threads = int(n)
+    try:
+        yield
+    finally:
+        _local.threads = saved
 
 
 # Per-step work (multiply-adds of the recurrent GEMM) below which one thread is
