@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-from fastrnn._config import get_num_threads, set_num_threads, show_config
+from fastrnn._config import get_num_threads, set_num_threads, show_config, thread_limit
 from fastrnn._layers import GRU, LSTM, RNN
 from fastrnn.interop import from_keras, from_onnx, from_torch
 from fastrnn import reference
@@ -20,5 +20,5 @@ def get_include():
 
 
 __all__ = ["RNN", "LSTM", "GRU", "from_torch", "from_keras", "from_onnx", "set_num_threads", "get_num_threads",
-           "show_config", "reference", "get_include", "__version__",
+           "show_config", "thread_limit", "reference", "get_include", "__version__",
            "Embedding", "Dense", "FinalState", "Dropout", "Sequential", "fit", "losses", "optim"]
