@@ -8,24 +8,16 @@ fastrnn._backends.CONCURRENT_DIRECTIONS_MAX_WORK is set from this table.
 """
 
 import argparse
-import time
 
 import numpy as np
 
 import fastrnn
+from fastrnn._bench import time_calls
 from fastrnn import _backends
 
 SHAPES = [("LSTM", 1, 128), ("LSTM", 1, 512), ("LSTM", 8, 256), ("LSTM", 32, 512),
           ("LSTM", 64, 1024), ("GRU", 1, 256), ("GRU", 32, 512), ("RNN", 8, 256)]
 
-
-def _time(fn, min_time=0.2):
-    fn()
-    n, start = 0, time.perf_counter()
-    while time.perf_counter() - start < min_time:
-        fn()
-        n += 1
-    return (time.perf_counter() - start) / n
 
 
 def main():
@@ -53,7 +45,7 @@ def main():
             for _ in range(args.repeats):
                 for policy, limit in (("turn", -1), ("conc", 1 << 60)):
                     _backends.CONCURRENT_DIRECTIONS_MAX_WORK = limit
-                    res[policy].append(_time(fn))
+                    res[policy].append(time_calls(fn, 0.2))
             t_turn, t_conc = np.median(res["turn"]), np.median(res["conc"])
             print(f"{cell:>5} {B:>3} {H:>5} {mode:>6} {t_turn * 1e3:11.3f} {t_conc * 1e3:14.3f} "
                   f"{t_conc / t_turn:6.2f}")

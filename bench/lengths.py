@@ -10,20 +10,12 @@ its time should follow the fraction of real steps.
 """
 
 import argparse
-import time
 
 import numpy as np
 
 import fastrnn
+from fastrnn._bench import time_calls
 
-
-def _time(fn, min_time=0.3):
-    fn()
-    n, start = 0, time.perf_counter()
-    while time.perf_counter() - start < min_time:
-        fn()
-        n += 1
-    return (time.perf_counter() - start) / n
 
 
 def main():
@@ -68,8 +60,8 @@ def main():
           f"short batch: {rows['short']:.1%} of the steps are real")
     print(f"{'':>20} {'full ms':>9} {'short ms':>9} {'time ratio':>11} {'step ratio':>11}")
     for name, make in impls.items():
-        t_full = _time(make(full))
-        t_short = _time(make(short))
+        t_full = time_calls(make(full), 0.3)
+        t_short = time_calls(make(short), 0.3)
         print(f"{name:>20} {t_full * 1e3:9.3f} {t_short * 1e3:9.3f} {t_short / t_full:11.2f} "
               f"{rows['short']:11.2f}")
 

@@ -40,7 +40,7 @@ def _flops(cell, mode, T, B, I, H):
 SETTLE_S = 0.02
 
 
-def _time_calls(fn, min_time):
+def time_calls(fn, min_time):
     """Seconds per call of ``fn``, over enough calls to last ``min_time``."""
     time.sleep(SETTLE_S)
     fn()
@@ -60,7 +60,7 @@ def sgemm_gflops(threads, size=1024, repeats=5):
     a = rng.standard_normal((size, size)).astype(np.float32)
     b = rng.standard_normal((size, size)).astype(np.float32)
     with threadpool_limits(threads, user_api="blas"):
-        best = min(_time_calls(lambda: a @ b, 0.2) for _ in range(repeats))
+        best = min(time_calls(lambda: a @ b, 0.2) for _ in range(repeats))
     return 2.0 * size ** 3 / best / 1e9
 
 
@@ -211,7 +211,7 @@ def run(grid, threads=None, min_time=0.05, repeats=3, reference_max_flops=2e9,
         times = {name: [] for name in fns}
         for _ in range(repeats):                      # interleaved repetitions
             for name, fn in fns.items():
-                times[name].append(_time_calls(fn, min_time))
+                times[name].append(time_calls(fn, min_time))
         best = {name: float(np.median(v)) for name, v in times.items()}
         tracemalloc.start()
         fns["fastrnn"]()

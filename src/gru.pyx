@@ -21,8 +21,8 @@ from cython.parallel cimport parallel
 from fastrnn.kernels.blas cimport gemm
 from fastrnn.kernels.common cimport (
     omp_get_thread_num, omp_get_num_threads, fastrnn_barrier, split_units, split_rows,
-    sigmoid, tanh_, total_rows, active_rows, rows_between, rows_finishing_from,
-    fill_bias, column_sums, copy_block, chunk_steps, gru_row, gru_rz_row, gru_n_row,
+    sigmoid, tanh_, total_rows, active_rows, rows_finishing_from,
+    fill_bias, column_sums, copy_block, chunk_steps, chunk_first_row, publish_step, gru_row, gru_rz_row, gru_n_row,
     gates_gemm, gates_weight_grad)
 
 
@@ -52,7 +52,7 @@ cdef void _forward_body(
     cdef bint up = not reverse
     cdef Py_ssize_t G = 3 * H
     cdef Py_ssize_t j0, j1, hk, g, s, t, b, j, bs, finish, row, base, k
-    cdef Py_ssize_t s_chunk, n_chunk, t_lo, t_hi, chunk_n
+    cdef Py_ssize_t s_chunk, n_chunk, chunk_n
     cdef Py_ssize_t n_rows = total_rows(T, B, batch_sizes)
     cdef Py_ssize_t off = 0 if up else n_rows
     cdef Py_ssize_t steps = chunk_steps(T, B, training)
@@ -76,12 +76,7 @@ cdef void _forward_body(
     s_chunk = 0
     while s_chunk < T:
         n_chunk = min(steps, T - s_chunk)
-        if up:
-            t_lo, t_hi = s_chunk, s_chunk + n_chunk
-        else:
-            t_lo, t_hi = T - s_chunk - n_chunk, T - s_chunk
-        chunk_n = rows_between(B, batch_sizes, t_lo, t_hi)
-        base = off if up else off - chunk_n
+        base = chunk_first_row(T, B, batch_sizes, up, s_chunk, n_chunk, off, &chunk_n)
         # Input projection; b_hr and b_hz fold in here, b_hn must stay inside r * (...).
         xp_row = xp if not training else xp + base * G
         for g in range(3):
@@ -116,14 +111,8 @@ cdef void _forward_body(
                 for b in range(bs):
                     gru_n_row(xp_row + b * G, hn_scratch + b * H, b_hn, h_cur + b * H,
                               h_next + b * H, H, j0, j1, training)
-            for b in range(bs):
-                for j in range(j0, j1):
-                    y[(row + b) * ldy + j] = h_next[b * H + j]
-                    if training:
-                        h_prevs[(row + b) * H + j] = h_cur[b * H + j]
-                if b >= finish:
-                    for j in range(j0, j1):
-                        h_n[b * H + j] = h_next[b * H + j]
+            publish_step(h_next, h_cur, H, bs, finish, j0, j1, y + row * ldy, ldy,
+                         h_prevs + row * H if training else NULL, h_n)
             if up:
                 off += bs
             h_swap = h_cur

@@ -32,8 +32,8 @@ from cython.parallel cimport parallel
 from fastrnn.kernels.blas cimport gemm
 from fastrnn.kernels.common cimport (
     omp_get_thread_num, omp_get_num_threads, fastrnn_barrier, split_units, split_rows,
-    sigmoid, tanh_, total_rows, active_rows, rows_between, rows_finishing_from,
-    fill_bias, column_sums, copy_block, chunk_steps, lstm_row, gates_gemm, gates_weight_grad)
+    sigmoid, tanh_, total_rows, active_rows, rows_finishing_from,
+    fill_bias, column_sums, copy_block, chunk_steps, chunk_first_row, publish_step, lstm_row, gates_gemm, gates_weight_grad)
 
 
 cdef Py_ssize_t lstm_workspace_size(Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, Py_ssize_t P,
@@ -67,7 +67,7 @@ cdef void _forward_body(
     cdef bint proj = w_hr != NULL
     cdef Py_ssize_t G = 4 * H
     cdef Py_ssize_t j0, j1, hk, p0, p1, pk, g, s, t, b, j, bs, finish, row, base
-    cdef Py_ssize_t s_chunk, n_chunk, t_lo, t_hi, chunk_n
+    cdef Py_ssize_t s_chunk, n_chunk, chunk_n
     cdef Py_ssize_t n_rows = total_rows(T, B, batch_sizes)
     cdef Py_ssize_t off = 0 if up else n_rows
     cdef Py_ssize_t steps = chunk_steps(T, B, training)
@@ -92,12 +92,7 @@ cdef void _forward_body(
     s_chunk = 0
     while s_chunk < T:
         n_chunk = min(steps, T - s_chunk)
-        if up:
-            t_lo, t_hi = s_chunk, s_chunk + n_chunk
-        else:
-            t_lo, t_hi = T - s_chunk - n_chunk, T - s_chunk
-        chunk_n = rows_between(B, batch_sizes, t_lo, t_hi)
-        base = off if up else off - chunk_n
+        base = chunk_first_row(T, B, batch_sizes, up, s_chunk, n_chunk, off, &chunk_n)
         # Input projection of this chunk, this thread's columns of every gate.
         xp_row = xp if not training else xp + base * G
         for g in range(4):
@@ -126,14 +121,8 @@ cdef void _forward_body(
                 fastrnn_barrier()
                 gemm(False, True, bs, pk, H, <floating>1, r_t, H, w_hr + p0 * H, H,
                      <floating>0, h_next + p0, P)
-            for b in range(bs):
-                for j in range(p0, p1):
-                    y[(row + b) * ldy + j] = h_next[b * P + j]
-                    if training:
-                        h_prevs[(row + b) * P + j] = h_cur[b * P + j]
-                if b >= finish:
-                    for j in range(p0, p1):
-                        h_n[b * P + j] = h_next[b * P + j]
+            publish_step(h_next, h_cur, P, bs, finish, p0, p1, y + row * ldy, ldy,
+                         h_prevs + row * P if training else NULL, h_n)
             if up:
                 off += bs
             h_swap = h_cur

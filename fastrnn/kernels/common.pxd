@@ -277,3 +277,38 @@ cdef inline void gates_weight_grad(Py_ssize_t n_rows, Py_ssize_t n_gates, Py_ssi
     for g in range(n_gates):
         gemm(True, False, j1 - j0, k, n_rows, <floating>1, d_gates + g * H + j0, ldd, a, k,
              <floating>0, dw + (g * H + j0) * k, k)
+
+
+cdef inline void publish_step(const floating* h_new, const floating* h_old, Py_ssize_t ld,
+                              Py_ssize_t bs, Py_ssize_t finish, Py_ssize_t lo, Py_ssize_t hi,
+                              floating* y, Py_ssize_t ldy, floating* h_prevs,
+                              floating* h_n) noexcept nogil:
+    """Hand a step's new states out, rows b < bs, units [lo, hi) (states have row
+    stride ``ld``; ``y`` and ``h_prevs`` point at the step's first packed row):
+    y[b] = h_new[b]; h_prevs[b] = h_old[b] when training (h_prevs not NULL);
+    rows b >= finish end their sequence here: h_n[b] = h_new[b]."""
+    cdef Py_ssize_t b, j
+    for b in range(bs):
+        for j in range(lo, hi):
+            y[b * ldy + j] = h_new[b * ld + j]
+        if h_prevs != NULL:
+            for j in range(lo, hi):
+                h_prevs[b * ld + j] = h_old[b * ld + j]
+        if b >= finish:
+            for j in range(lo, hi):
+                h_n[b * ld + j] = h_new[b * ld + j]
+
+
+cdef inline Py_ssize_t chunk_first_row(Py_ssize_t T, Py_ssize_t B,
+                                       const Py_ssize_t* batch_sizes, bint up,
+                                       Py_ssize_t s_chunk, Py_ssize_t n_chunk,
+                                       Py_ssize_t off, Py_ssize_t* chunk_n) noexcept nogil:
+    """Packed rows of the chunk of steps [s_chunk, s_chunk + n_chunk) in walking order:
+    returns its first (lowest) row and sets ``chunk_n``; ``off`` is the walk's
+    running row offset at the chunk's start (the rows of steps before a reverse
+    walk's chunk lie below ``off``)."""
+    if up:
+        chunk_n[0] = rows_between(B, batch_sizes, s_chunk, s_chunk + n_chunk)
+        return off
+    chunk_n[0] = rows_between(B, batch_sizes, T - s_chunk - n_chunk, T - s_chunk)
+    return off - chunk_n[0]
