@@ -10,6 +10,7 @@ directions and layers on top without knowing which backend they drive:
 """
 
 import concurrent.futures
+import contextlib
 import threading
 
 import numpy as np
@@ -203,7 +204,7 @@ class CompiledBackend:
         cache = dict(x=x_f, w_ih=w_ih, w_hh=w_hh, reverse=reverse, threads=nt,
                      has_bias=w.get("b_ih") is not None)
         empty = _EMPTY[dt]
-        with blas_guard.single_threaded():
+        with _blas_threads_held(nt, threads):
             if mode == "lstm":
                 c_n = np.empty((B, H), dt)
                 w_hr = _flat(w.get("w_hr"), dt)
@@ -254,7 +255,7 @@ class CompiledBackend:
         dy_f, ldy = dy.reshape(-1), dy.shape[1]
         dx_f = dx.reshape(-1)
         common_in = (cache["x"], cache["w_ih"], cache["w_hh"])
-        with blas_guard.single_threaded():
+        with _blas_threads_held(nt, threads):
             if mode == "lstm":
                 dc0 = np.empty((B, H), dt)
                 db = np.empty(G * H, dt) if cache["has_bias"] else _EMPTY[dt]
@@ -300,6 +301,17 @@ CONCURRENT_DIRECTIONS_MAX_WORK = 1 << 30
 
 def concurrent_directions_pay(batch, gates, hidden, threads):
     return batch * gates * hidden <= CONCURRENT_DIRECTIONS_MAX_WORK
+
+
+def _blas_threads_held(kernel_threads_used, budget):
+    """The BLAS guard a kernel call needs: BLAS is held to one thread whenever our
+    own team runs (it calls BLAS from every thread) or fastrnn was asked for one
+    thread (``budget``: the caller's share, e.g. one direction of two running at
+    once); a single-threaded kernel on a multi-thread budget has only small GEMMs,
+    which BLAS runs on one thread anyway, so it skips the switch."""
+    if kernel_threads_used > 1 or (get_num_threads() if budget is None else budget) == 1:
+        return blas_guard.single_threaded()
+    return contextlib.nullcontext()
 
 
 _pool = None
