@@ -42,7 +42,7 @@ class PackedLayout:
             self.batch_sizes = _NO_SIZES
             self.index = None
             self.n_rows = T * B
-            self.x = np.ascontiguousarray(x).reshape(T * B, -1)
+            self.x = np.ascontiguousarray(x).reshape(T * B, x.shape[2])
         else:
             # Stable sort keeps equal lengths in their given order: results do not
             # depend on how ties are broken, but reproducibility is nicer this way.
@@ -58,7 +58,7 @@ class PackedLayout:
 
     def pack(self, a):
         """(T, B, F) -> (N, F) packed rows."""
-        a = a.reshape(self.T * self.B, -1)
+        a = a.reshape(self.T * self.B, a.shape[-1])
         if self.index is None:
             return np.ascontiguousarray(a)
         return np.ascontiguousarray(a[self.index])
@@ -66,10 +66,10 @@ class PackedLayout:
     def unpack(self, rows):
         """(N, F) packed rows -> (T, B, F), zeros at padded steps."""
         if self.index is None:
-            return rows.reshape(self.T, self.B, -1)
+            return rows.reshape(self.T, self.B, rows.shape[1])
         out = np.zeros((self.T * self.B, rows.shape[1]), rows.dtype)
         out[self.index] = rows
-        return out.reshape(self.T, self.B, -1)
+        return out.reshape(self.T, self.B, rows.shape[1])
 
     def new_rows(self, features):
         return np.zeros((self.n_rows, features), self.dtype)
@@ -194,6 +194,7 @@ class CompiledBackend:
         T, B, I = layout.T, layout.B, x.shape[1]
         N = layout.n_rows
         G = layer.gate_count
+        _check_blas_sizes(B, G * H, I, y.shape[1], N if training else 0)
         nt = kernel_threads(B, G, H, I, threads)
         args = (T, B, I, H, layout.batch_sizes, reverse)
         x_f = _flat(x, dt)
@@ -301,6 +302,17 @@ CONCURRENT_DIRECTIONS_MAX_WORK = 1 << 30
 
 def concurrent_directions_pay(batch, gates, hidden, threads):
     return batch * gates * hidden <= CONCURRENT_DIRECTIONS_MAX_WORK
+
+
+BLAS_INT_MAX = 2 ** 31 - 1
+
+
+def _check_blas_sizes(*sizes):
+    """Every GEMM size and leading dimension must fit BLAS's 32-bit int (training's
+    weight gradients contract over all N packed rows)."""
+    if max(sizes) > BLAS_INT_MAX:
+        raise ValueError(f"a dimension of {max(sizes)} exceeds the 32-bit BLAS interface "
+                         f"({BLAS_INT_MAX}); split the batch or the sequence")
 
 
 def _blas_threads_held(kernel_threads_used, budget):

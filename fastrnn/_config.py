@@ -110,6 +110,20 @@ class _BlasGuard:
             self._libs = own or libs
         return self._libs
 
+    @staticmethod
+    def _setter(lc):
+        """The library's own set_num_threads.  threadpoolctl's OpenBLAS controller
+        only obeys the first Python thread that used it (others silently do
+        nothing), while fastrnn is called from any thread: call the C symbol."""
+        lib = getattr(lc, "dynlib", None)
+        if getattr(lc, "internal_api", None) == "openblas" and lib is not None:
+            for prefix in ("scipy_", ""):
+                for suffix in ("", "64_", "_64"):
+                    fn = getattr(lib, f"{prefix}openblas_set_num_threads{suffix}", None)
+                    if fn is not None:
+                        return fn
+        return lc.set_num_threads
+
     @contextlib.contextmanager
     def single_threaded(self):
         with self._lock:
@@ -118,8 +132,9 @@ class _BlasGuard:
                 for lc in self._blas_libs():
                     n = lc.get_num_threads()
                     if n != 1:
-                        lc.set_num_threads(1)
-                        self._saved.append((lc, n))
+                        setter = self._setter(lc)
+                        setter(1)
+                        self._saved.append((setter, n))
             self._depth += 1
         try:
             yield
@@ -127,8 +142,8 @@ class _BlasGuard:
             with self._lock:
                 self._depth -= 1
                 if self._depth == 0:
-                    for lc, n in self._saved:
-                        lc.set_num_threads(n)
+                    for setter, n in self._saved:
+                        setter(n)
                     self._saved = []
 
     def describe(self):

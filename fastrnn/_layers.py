@@ -209,7 +209,7 @@ class RNNBase:
             raise ValueError(f"lengths must lie in 1..{T} (the sequence length), "
                              f"got values from {arr.min()} to {arr.max()}")
         arr = arr.astype(np.intp)
-        if B and arr.min() == T:
+        if B == 0 or arr.min() == T:
             return None          # every sequence is full: no packing needed
         return arr
 
