@@ -655,3 +655,19 @@ def test_none_gradients_mean_zeros(backend, cell, rng):
     # and a real gradient is not zero
     dx, _, grads = train_step(layer, x, None, lengths, dy, dh)[1]
     assert np.any(dx) and all(np.any(g) for g in grads.values())
+
+
+@pytest.mark.parametrize("backend", ["auto", "reference"])
+@pytest.mark.parametrize("cls", [fastrnn.RNN, fastrnn.LSTM, fastrnn.GRU])
+def test_an_empty_batch_gives_empty_answers(cls, backend):
+    """B = 0: outputs, states and every gradient have the right (empty or zero) shapes."""
+    layer = cls(3, 4, num_layers=2, bidirectional=True, backend=backend, seed=0)
+    x = np.zeros((5, 0, 3), np.float32)
+    y, h_n = layer(x, lengths=np.zeros(0, np.int64))
+    assert y.shape == (5, 0, 8)
+    for state in (h_n if isinstance(h_n, tuple) else (h_n,)):
+        assert state.shape == (4, 0, 4)
+    out = layer.forward_train(x)
+    dx, _, grads = layer.backward(out[-1])
+    assert dx.shape == x.shape
+    assert all(not g.any() for g in grads.values())

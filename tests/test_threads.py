@@ -230,3 +230,30 @@ def test_kernels_release_the_gil():
     assert t1 - t0 > 0.05, "the call is too short to tell"
     assert longest_gap < 0.25 * (t1 - t0), \
         f"the other thread stalled {longest_gap:.3f}s of a {t1 - t0:.3f}s call"
+
+
+@pytest.mark.usefixtures("default_threads")
+def test_two_python_threads_run_at_once():
+    """Two Python threads, one fastrnn thread each, overlap: the wall time of both
+    calls at once is well under the sum of the two calls run one after the other."""
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("needs two cores")
+    layers = [fastrnn.GRU(64, 128, seed=k) for k in range(2)]
+    x = np.random.default_rng(0).standard_normal((1000, 16, 64)).astype(np.float32)
+
+    def call(layer):
+        with fastrnn.thread_limit(1):
+            return layer(x)[0]
+
+    for layer in layers:
+        call(layer)
+    t0 = time.perf_counter()
+    serial = [call(layer) for layer in layers]
+    t_serial = time.perf_counter() - t0
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        t0 = time.perf_counter()
+        together = list(pool.map(call, layers))
+        t_together = time.perf_counter() - t0
+    for a, b in zip(serial, together):
+        np.testing.assert_array_equal(a, b)
+    assert t_together < 0.8 * t_serial, (t_together, t_serial)
