@@ -20,7 +20,8 @@ from cython.parallel cimport parallel
 
 from fastrnn.kernels.blas cimport gemm
 from fastrnn.kernels.common cimport (
-    omp_get_thread_num, omp_get_num_threads, fastrnn_barrier, split_units, split_rows,
+    omp_get_thread_num, omp_get_num_threads, fastrnn_barrier, fastrnn_flush_denormals,
+    fastrnn_restore_fp_mode, split_units, split_rows,
     sigmoid, tanh_, total_rows, active_rows, rows_finishing_from,
     fill_bias, column_sums, copy_block, chunk_steps, chunk_first_row, publish_step, gru_row, gru_rz_row, gru_n_row,
     gates_gemm, gates_weight_grad)
@@ -67,6 +68,7 @@ cdef void _forward_body(
     cdef floating* rh_t
     cdef const floating* b_hn = b_hh + 2 * H if b_hh != NULL else NULL
 
+    cdef unsigned int fp_mode = fastrnn_flush_denormals()
     split_units(H, tid, nt, &j0, &j1)
     hk = j1 - j0
     copy_block(h_cur, H, h0, H, B, j0, j1)
@@ -120,6 +122,7 @@ cdef void _forward_body(
             h_next = h_swap
             fastrnn_barrier()
         s_chunk += n_chunk
+    fastrnn_restore_fp_mode(fp_mode)
 
 
 cdef void gru_forward(
@@ -163,6 +166,7 @@ cdef void _backward_body(
     cdef floating* drh = work
     cdef floating r_, z_, n_, h_prev, dh, dan, dr
 
+    cdef unsigned int fp_mode = fastrnn_flush_denormals()
     split_units(H, tid, nt, &j0, &j1)
     hk = j1 - j0
     copy_block(dh0, H, dh_n, H, B, j0, j1)
@@ -234,6 +238,7 @@ cdef void _backward_body(
     split_rows(n_rows, tid, nt, &r0, &r1)
     gemm(False, False, r1 - r0, I, G, <floating>1, gates + r0 * G, G, w_ih, I,
          <floating>1 if accumulate_dx else <floating>0, dx + r0 * I, I)
+    fastrnn_restore_fp_mode(fp_mode)
 
 
 cdef void gru_backward(

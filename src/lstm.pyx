@@ -31,7 +31,8 @@ from cython.parallel cimport parallel
 
 from fastrnn.kernels.blas cimport gemm
 from fastrnn.kernels.common cimport (
-    omp_get_thread_num, omp_get_num_threads, fastrnn_barrier, split_units, split_rows,
+    omp_get_thread_num, omp_get_num_threads, fastrnn_barrier, fastrnn_flush_denormals,
+    fastrnn_restore_fp_mode, split_units, split_rows,
     sigmoid, tanh_, total_rows, active_rows, rows_finishing_from,
     fill_bias, column_sums, copy_block, chunk_steps, chunk_first_row, publish_step, lstm_row, gates_gemm, gates_weight_grad)
 
@@ -79,6 +80,7 @@ cdef void _forward_body(
     cdef floating* xp_row
     cdef floating* r_t
 
+    cdef unsigned int fp_mode = fastrnn_flush_denormals()
     split_units(H, tid, nt, &j0, &j1)
     split_units(P, tid, nt, &p0, &p1)    # the same split as j0, j1 without projection
     hk = j1 - j0
@@ -130,6 +132,7 @@ cdef void _forward_body(
             h_next = h_swap
             fastrnn_barrier()
         s_chunk += n_chunk
+    fastrnn_restore_fp_mode(fp_mode)
 
 
 cdef void lstm_forward(
@@ -179,6 +182,7 @@ cdef void _backward_body(
     cdef floating* dr = work + n_rows * P         # (B, H): gradient of o * tanh(c_t)
     cdef floating i_, f_, g_, o_, c_, tc, dh, dc, do_, di, df, dg
 
+    cdef unsigned int fp_mode = fastrnn_flush_denormals()
     split_units(H, tid, nt, &j0, &j1)
     split_units(P, tid, nt, &p0, &p1)
     hk = j1 - j0
@@ -252,6 +256,7 @@ cdef void _backward_body(
     split_rows(n_rows, tid, nt, &r0, &r1)
     gemm(False, False, r1 - r0, I, G, <floating>1, gates + r0 * G, G, w_ih, I,
          <floating>1 if accumulate_dx else <floating>0, dx + r0 * I, I)
+    fastrnn_restore_fp_mode(fp_mode)
 
 
 cdef void lstm_backward(

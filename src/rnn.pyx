@@ -14,7 +14,8 @@ from cython.parallel cimport parallel
 
 from fastrnn.kernels.blas cimport gemm
 from fastrnn.kernels.common cimport (
-    omp_get_thread_num, omp_get_num_threads, fastrnn_barrier, split_units, split_rows,
+    omp_get_thread_num, omp_get_num_threads, fastrnn_barrier, fastrnn_flush_denormals,
+    fastrnn_restore_fp_mode, split_units, split_rows,
     sigmoid, tanh_, total_rows, active_rows, rows_finishing_from,
     fill_bias, column_sums, copy_block, chunk_steps, chunk_first_row, publish_step, rnn_row)
 
@@ -58,6 +59,7 @@ cdef void _forward_body(
     cdef floating* xp = hs if training else work + 2 * B * H
     cdef floating* xp_row
 
+    cdef unsigned int fp_mode = fastrnn_flush_denormals()
     split_units(H, tid, nt, &j0, &j1)
     hk = j1 - j0
     copy_block(h_cur, H, h0, H, B, j0, j1)
@@ -94,6 +96,7 @@ cdef void _forward_body(
             h_next = h_swap
             fastrnn_barrier()
         s_chunk += n_chunk
+    fastrnn_restore_fp_mode(fp_mode)
 
 
 cdef void rnn_forward(
@@ -133,6 +136,7 @@ cdef void _backward_body(
     cdef floating* d_row
     cdef floating dh
 
+    cdef unsigned int fp_mode = fastrnn_flush_denormals()
     split_units(H, tid, nt, &j0, &j1)
     hk = j1 - j0
     copy_block(dh0, H, dh_n, H, B, j0, j1)
@@ -166,6 +170,7 @@ cdef void _backward_body(
     split_rows(n_rows, tid, nt, &r0, &r1)
     gemm(False, False, r1 - r0, I, H, <floating>1, hs + r0 * H, H, w_ih, I,
          <floating>1 if accumulate_dx else <floating>0, dx + r0 * I, I)
+    fastrnn_restore_fp_mode(fp_mode)
 
 
 cdef void rnn_backward(

@@ -11,6 +11,22 @@ cdef extern from *:
     /* One source with and without OpenMP: the stubs make a serial build behave as
        a team of one thread, and an orphaned barrier binds to the enclosing
        parallel region (OpenMP allows it), so kernels sync with one call. */
+    /* Denormals (values below 1e-38 / 1e-308) take a slow microcode path on x86: a
+       vanishing gradient can make training many times slower (oneDNN#561).  Each
+       kernel thread flushes them to zero while it runs and restores the caller's
+       mode after; elsewhere these are no-ops. */
+    #if defined(__SSE__) || defined(_M_X64)
+    #include <xmmintrin.h>
+    static inline unsigned int fastrnn_flush_denormals(void) {
+        unsigned int saved = _mm_getcsr();
+        _mm_setcsr(saved | 0x8040);          /* FTZ (bit 15) and DAZ (bit 6) */
+        return saved;
+    }
+    static inline void fastrnn_restore_fp_mode(unsigned int saved) { _mm_setcsr(saved); }
+    #else
+    static inline unsigned int fastrnn_flush_denormals(void) { return 0; }
+    static inline void fastrnn_restore_fp_mode(unsigned int saved) { (void)saved; }
+    #endif
     #ifdef _OPENMP
     #include <omp.h>
     #define FASTRNN_OPENMP 1
@@ -26,6 +42,8 @@ cdef extern from *:
     #endif
     """
     bint FASTRNN_OPENMP
+    unsigned int fastrnn_flush_denormals() noexcept nogil
+    void fastrnn_restore_fp_mode(unsigned int saved) noexcept nogil
     int omp_get_thread_num() noexcept nogil
     int omp_get_num_threads() noexcept nogil
     int omp_get_max_threads() noexcept nogil
