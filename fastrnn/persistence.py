@@ -34,7 +34,9 @@ def save(obj, path):
     header = dict(format=FORMAT_VERSION, cls=type(obj).__name__, config=config)
     if CONFIG_KEY in arrays:
         raise ValueError(f"a parameter may not be named {CONFIG_KEY!r}")
-    np.savez(os.fspath(path), **{CONFIG_KEY: np.array(json.dumps(header))}, **arrays)
+    # An open file keeps the name as given (np.savez would append ".npz").
+    with open(os.fspath(path), "wb") as f:
+        np.savez(f, **{CONFIG_KEY: np.array(json.dumps(header))}, **arrays)
 
 
 def load(path):

@@ -60,7 +60,7 @@ class Stream:
                 raise TypeError(f"x_t must hold real numbers, got dtype {x.dtype}")
             x = np.ascontiguousarray(x, dtype=self.dtype)
         flat = x.ndim == 1
-        if flat and self.batch_size == 1:
+        if flat and self.batch_size == 1 and x.shape[0] == self._in_shape[1]:
             x = x.reshape(self._in_shape)
         if x.shape != self._in_shape:
             raise ValueError(f"x_t: expected shape {self._in_shape}"
@@ -71,9 +71,10 @@ class Stream:
             result = out[0] if flat else out
         else:
             result = out
+            shapes = (self._out_shape, self._out_shape[1:]) if flat else (self._out_shape,)
             if type(out) is not np.ndarray or out.dtype != self.dtype or \
                     not out.flags.c_contiguous or not out.flags.writeable or \
-                    out.size != self._out_shape[0] * self._out_shape[1]:
+                    out.shape not in shapes:
                 raise ValueError(f"out must be a writeable C-contiguous {self.dtype} array "
                                  f"of shape {self._out_shape}"
                                  + (f" or ({self._out_shape[1]},)" if flat else ""))
@@ -120,6 +121,8 @@ class Stream:
             index = slice(None)
         else:
             index = np.asarray(rows)
+            if index.size == 0:
+                return                     # nobody finished: nothing to reset
             if index.dtype.kind not in "iub" or index.ndim > 1:
                 raise ValueError("rows must be integer indices or a boolean mask")
             if index.dtype.kind == "b":
