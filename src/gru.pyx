@@ -20,7 +20,7 @@ from cython.parallel cimport parallel
 
 from fastrnn.kernels.blas cimport gemm
 from fastrnn.kernels.common cimport (
-    omp_get_thread_num, omp_get_num_threads, fastrnn_barrier, fastrnn_flush_denormals,
+    omp_get_thread_num, omp_get_num_threads, fastrnn_team_barrier, fastrnn_team_sync, fastrnn_flush_denormals,
     fastrnn_restore_fp_mode, split_units, split_rows,
     sigmoid, tanh_, total_rows, active_rows, rows_finishing_from,
     fill_bias, column_sums, copy_block, chunk_steps, chunk_first_row, publish_step, gru_row, gru_rz_row, gru_n_row,
@@ -48,7 +48,8 @@ cdef void _forward_body(
         const floating* b_ih, const floating* b_hh, const floating* h0,
         floating* y, Py_ssize_t ldy, floating* h_n,
         floating* gates, floating* hns, floating* h_prevs,
-        floating* work, int tid, int nt) noexcept nogil:
+        floating* work, int tid, int nt,
+        fastrnn_team_sync* sync) noexcept nogil:
     cdef bint training = gates != NULL
     cdef bint up = not reverse
     cdef Py_ssize_t G = 3 * H
@@ -69,11 +70,12 @@ cdef void _forward_body(
     cdef const floating* b_hn = b_hh + 2 * H if b_hh != NULL else NULL
 
     cdef unsigned int fp_mode = fastrnn_flush_denormals()
+    cdef int sense = 0
     split_units(H, tid, nt, &j0, &j1)
     hk = j1 - j0
     copy_block(h_cur, H, h0, H, B, j0, j1)
     copy_block(h_next, H, h0, H, B, j0, j1)
-    fastrnn_barrier()
+    fastrnn_team_barrier(sync, nt, &sense)
 
     s_chunk = 0
     while s_chunk < T:
@@ -107,7 +109,7 @@ cdef void _forward_body(
                 rh_t = hns + row * H if training else rh_scratch
                 for b in range(bs):
                     gru_rz_row(xp_row + b * G, h_cur + b * H, rh_t + b * H, H, j0, j1)
-                fastrnn_barrier()
+                fastrnn_team_barrier(sync, nt, &sense)
                 gemm(False, True, bs, hk, H, <floating>1, rh_t, H,
                      w_hh + (2 * H + j0) * H, H, <floating>0, hn_scratch + j0, H)
                 for b in range(bs):
@@ -120,7 +122,7 @@ cdef void _forward_body(
             h_swap = h_cur
             h_cur = h_next
             h_next = h_swap
-            fastrnn_barrier()
+            fastrnn_team_barrier(sync, nt, &sense)
         s_chunk += n_chunk
     fastrnn_restore_fp_mode(fp_mode)
 
@@ -138,14 +140,17 @@ cdef void gru_forward(
     Inference when ``gates`` is NULL; training otherwise, filling gates, hns and
     h_prevs for gru_backward.  ``work`` holds gru_workspace_size(T, B, H, training).
     """
+    cdef fastrnn_team_sync sync
+    sync.count = 0
+    sync.sense = 0
     if num_threads <= 1:
         _forward_body(T, B, I, H, batch_sizes, reverse, reset_after, x, w_ih, w_hh, b_ih,
-                      b_hh, h0, y, ldy, h_n, gates, hns, h_prevs, work, 0, 1)
+                      b_hh, h0, y, ldy, h_n, gates, hns, h_prevs, work, 0, 1, &sync)
         return
     with parallel(num_threads=num_threads):
         _forward_body(T, B, I, H, batch_sizes, reverse, reset_after, x, w_ih, w_hh, b_ih,
                       b_hh, h0, y, ldy, h_n, gates, hns, h_prevs, work,
-                      omp_get_thread_num(), omp_get_num_threads())
+                      omp_get_thread_num(), omp_get_num_threads(), &sync)
 
 
 cdef void _backward_body(
@@ -156,7 +161,8 @@ cdef void _backward_body(
         const floating* dy, Py_ssize_t ldy, const floating* dh_n,
         floating* dx, bint accumulate_dx, floating* dh0,
         floating* dw_ih, floating* dw_hh, floating* db_ih, floating* db_hh,
-        floating* work, int tid, int nt) noexcept nogil:
+        floating* work, int tid, int nt,
+        fastrnn_team_sync* sync) noexcept nogil:
     cdef bint up = reverse
     cdef Py_ssize_t G = 3 * H
     cdef Py_ssize_t j0, j1, hk, g, s, t, b, j, bs, row, r0, r1, k
@@ -167,6 +173,7 @@ cdef void _backward_body(
     cdef floating r_, z_, n_, h_prev, dh, dan, dr
 
     cdef unsigned int fp_mode = fastrnn_flush_denormals()
+    cdef int sense = 0
     split_units(H, tid, nt, &j0, &j1)
     hk = j1 - j0
     copy_block(dh0, H, dh_n, H, B, j0, j1)
@@ -196,7 +203,7 @@ cdef void _backward_body(
                     dr = dan * hns[k]
                     d_row[b * G + j] = dr * r_ * (1 - r_)
                     hns[k] = dan * r_             # now d(W_hn h + b_hn)
-        fastrnn_barrier()
+        fastrnn_team_barrier(sync, nt, &sense)
         if reset_after:
             gemm(False, False, bs, hk, H, <floating>1, hns + row * H, H,
                  w_hh + 2 * H * H + j0, H, <floating>1, dh0 + j0, H)
@@ -210,12 +217,12 @@ cdef void _backward_body(
                     dr = drh[b * H + j] * h_prevs[(row + b) * H + j]
                     d_row[b * G + j] = dr * r_ * (1 - r_)
                     dh0[b * H + j] += drh[b * H + j] * r_
-            fastrnn_barrier()
+            fastrnn_team_barrier(sync, nt, &sense)
         gemm(False, False, bs, hk, 2 * H, <floating>1, d_row, G, w_hh + j0, H,
              <floating>1, dh0 + j0, H)
         if up:
             off += bs
-    fastrnn_barrier()
+    fastrnn_team_barrier(sync, nt, &sense)
 
     gates_weight_grad(n_rows, 3, H, j0, j1, I, gates, G, x, dw_ih)
     for g in range(3):
@@ -258,15 +265,18 @@ cdef void gru_backward(
     gradients: a cache serves one backward.  ``work`` holds
     gru_backward_workspace_size(B, H) elements.
     """
+    cdef fastrnn_team_sync sync
+    sync.count = 0
+    sync.sense = 0
     if num_threads <= 1:
         _backward_body(T, B, I, H, batch_sizes, reverse, reset_after, x, w_ih, w_hh, gates,
                        hns, h_prevs, dy, ldy, dh_n, dx, accumulate_dx, dh0, dw_ih, dw_hh,
-                       db_ih, db_hh, work, 0, 1)
+                       db_ih, db_hh, work, 0, 1, &sync)
         return
     with parallel(num_threads=num_threads):
         _backward_body(T, B, I, H, batch_sizes, reverse, reset_after, x, w_ih, w_hh, gates,
                        hns, h_prevs, dy, ldy, dh_n, dx, accumulate_dx, dh0, dw_ih, dw_hh,
-                       db_ih, db_hh, work, omp_get_thread_num(), omp_get_num_threads())
+                       db_ih, db_hh, work, omp_get_thread_num(), omp_get_num_threads(), &sync)
 
 
 # ----------------------------------------------------------------- Python entry points

@@ -31,7 +31,7 @@ from cython.parallel cimport parallel
 
 from fastrnn.kernels.blas cimport gemm
 from fastrnn.kernels.common cimport (
-    omp_get_thread_num, omp_get_num_threads, fastrnn_barrier, fastrnn_flush_denormals,
+    omp_get_thread_num, omp_get_num_threads, fastrnn_team_barrier, fastrnn_team_sync, fastrnn_flush_denormals,
     fastrnn_restore_fp_mode, split_units, split_rows,
     sigmoid, tanh_, total_rows, active_rows, rows_finishing_from,
     fill_bias, column_sums, copy_block, chunk_steps, chunk_first_row, publish_step, lstm_row, gates_gemm, gates_weight_grad)
@@ -62,7 +62,8 @@ cdef void _forward_body(
         const floating* h0, const floating* c0,
         floating* y, Py_ssize_t ldy, floating* h_n, floating* c_n,
         floating* gates, floating* cs, floating* c_prevs, floating* h_prevs,
-        floating* rs, floating* work, int tid, int nt) noexcept nogil:
+        floating* rs, floating* work, int tid, int nt,
+        fastrnn_team_sync* sync) noexcept nogil:
     cdef bint training = gates != NULL
     cdef bint up = not reverse
     cdef bint proj = w_hr != NULL
@@ -81,6 +82,7 @@ cdef void _forward_body(
     cdef floating* r_t
 
     cdef unsigned int fp_mode = fastrnn_flush_denormals()
+    cdef int sense = 0
     split_units(H, tid, nt, &j0, &j1)
     split_units(P, tid, nt, &p0, &p1)    # the same split as j0, j1 without projection
     hk = j1 - j0
@@ -89,7 +91,7 @@ cdef void _forward_body(
     copy_block(h_cur, P, h0, P, B, p0, p1)
     copy_block(h_next, P, h0, P, B, p0, p1)
     copy_block(c_n, H, c0, H, B, j0, j1)     # c is updated in place; it ends as c_n
-    fastrnn_barrier()
+    fastrnn_team_barrier(sync, nt, &sense)
 
     s_chunk = 0
     while s_chunk < T:
@@ -120,7 +122,7 @@ cdef void _forward_body(
                              <floating*>NULL, H, j0, j1, False)
             if proj:
                 # h = W_hr (o * tanh c) needs every thread's units: sync, then own outputs.
-                fastrnn_barrier()
+                fastrnn_team_barrier(sync, nt, &sense)
                 gemm(False, True, bs, pk, H, <floating>1, r_t, H, w_hr + p0 * H, H,
                      <floating>0, h_next + p0, P)
             publish_step(h_next, h_cur, P, bs, finish, p0, p1, y + row * ldy, ldy,
@@ -130,7 +132,7 @@ cdef void _forward_body(
             h_swap = h_cur
             h_cur = h_next
             h_next = h_swap
-            fastrnn_barrier()
+            fastrnn_team_barrier(sync, nt, &sense)
         s_chunk += n_chunk
     fastrnn_restore_fp_mode(fp_mode)
 
@@ -150,14 +152,17 @@ cdef void lstm_forward(
     c_prevs, h_prevs (and rs with a projection) for lstm_backward.  ``work``
     holds lstm_workspace_size(T, B, H, P, training) elements.
     """
+    cdef fastrnn_team_sync sync
+    sync.count = 0
+    sync.sense = 0
     if num_threads <= 1:
         _forward_body(T, B, I, H, P, batch_sizes, reverse, x, w_ih, w_hh, b_ih, b_hh, w_hr,
-                      h0, c0, y, ldy, h_n, c_n, gates, cs, c_prevs, h_prevs, rs, work, 0, 1)
+                      h0, c0, y, ldy, h_n, c_n, gates, cs, c_prevs, h_prevs, rs, work, 0, 1, &sync)
         return
     with parallel(num_threads=num_threads):
         _forward_body(T, B, I, H, P, batch_sizes, reverse, x, w_ih, w_hh, b_ih, b_hh, w_hr,
                       h0, c0, y, ldy, h_n, c_n, gates, cs, c_prevs, h_prevs, rs, work,
-                      omp_get_thread_num(), omp_get_num_threads())
+                      omp_get_thread_num(), omp_get_num_threads(), &sync)
 
 
 cdef void _backward_body(
@@ -169,7 +174,8 @@ cdef void _backward_body(
         const floating* dy, Py_ssize_t ldy, const floating* dh_n, const floating* dc_n,
         floating* dx, bint accumulate_dx, floating* dh0, floating* dc0,
         floating* dw_ih, floating* dw_hh, floating* db, floating* dw_hr,
-        floating* work, int tid, int nt) noexcept nogil:
+        floating* work, int tid, int nt,
+        fastrnn_team_sync* sync) noexcept nogil:
     # Backward walks time the other way round from the forward pass.
     cdef bint up = reverse
     cdef bint proj = w_hr != NULL
@@ -183,6 +189,7 @@ cdef void _backward_body(
     cdef floating i_, f_, g_, o_, c_, tc, dh, dc, do_, di, df, dg
 
     cdef unsigned int fp_mode = fastrnn_flush_denormals()
+    cdef int sense = 0
     split_units(H, tid, nt, &j0, &j1)
     split_units(P, tid, nt, &p0, &p1)
     hk = j1 - j0
@@ -205,7 +212,7 @@ cdef void _backward_body(
                     if dy != NULL:
                         dh = dh + dy[(row + b) * ldy + j]
                     dh_all[(row + b) * P + j] = dh
-            fastrnn_barrier()
+            fastrnn_team_barrier(sync, nt, &sense)
             # d(o * tanh c)[:, own units] = dh_t . W_hr[:, own units]
             gemm(False, False, bs, hk, P, <floating>1, dh_all + row * P, P, w_hr + j0, H,
                  <floating>0, dr + j0, H)
@@ -235,13 +242,13 @@ cdef void _backward_body(
                 d_row[b * G + H + j] = df * f_ * (1 - f_)
                 d_row[b * G + 2 * H + j] = dg * (1 - g_ * g_)
                 d_row[b * G + 3 * H + j] = do_ * o_ * (1 - o_)
-        fastrnn_barrier()
+        fastrnn_team_barrier(sync, nt, &sense)
         # dh_{t-1}[:, own outputs] = d_gates_t . W_hh[:, own outputs]
         gemm(False, False, bs, pk, G, <floating>1, d_row, G, w_hh + p0, P,
              <floating>0, dh0 + p0, P)
         if up:
             off += bs
-    fastrnn_barrier()
+    fastrnn_team_barrier(sync, nt, &sense)
 
     # Whole-sequence weight gradients: this thread's rows of dW, no reduction needed.
     gates_weight_grad(n_rows, 4, H, j0, j1, I, gates, G, x, dw_ih)
@@ -278,16 +285,18 @@ cdef void lstm_backward(
     overwritten with the gate gradients: a cache serves one backward.  ``work``
     holds lstm_backward_workspace_size(N, B, H, P) elements.
     """
+    cdef fastrnn_team_sync sync
+    sync.count = 0
+    sync.sense = 0
     if num_threads <= 1:
         _backward_body(T, B, I, H, P, batch_sizes, reverse, x, w_ih, w_hh, w_hr, gates, cs,
                        c_prevs, h_prevs, rs, dy, ldy, dh_n, dc_n, dx, accumulate_dx, dh0,
-                       dc0, dw_ih, dw_hh, db, dw_hr, work, 0, 1)
+                       dc0, dw_ih, dw_hh, db, dw_hr, work, 0, 1, &sync)
         return
     with parallel(num_threads=num_threads):
         _backward_body(T, B, I, H, P, batch_sizes, reverse, x, w_ih, w_hh, w_hr, gates, cs,
                        c_prevs, h_prevs, rs, dy, ldy, dh_n, dc_n, dx, accumulate_dx, dh0,
-                       dc0, dw_ih, dw_hh, db, dw_hr, work, omp_get_thread_num(),
-                       omp_get_num_threads())
+                       dc0, dw_ih, dw_hh, db, dw_hr, work, omp_get_thread_num(), omp_get_num_threads(), &sync)
 
 
 # ----------------------------------------------------------------- Python entry points

@@ -14,7 +14,7 @@ from cython.parallel cimport parallel
 
 from fastrnn.kernels.blas cimport gemm
 from fastrnn.kernels.common cimport (
-    omp_get_thread_num, omp_get_num_threads, fastrnn_barrier, fastrnn_flush_denormals,
+    omp_get_thread_num, omp_get_num_threads, fastrnn_team_barrier, fastrnn_team_sync, fastrnn_flush_denormals,
     fastrnn_restore_fp_mode, split_units, split_rows,
     sigmoid, tanh_, total_rows, active_rows, rows_finishing_from,
     fill_bias, column_sums, copy_block, chunk_steps, chunk_first_row, publish_step, rnn_row)
@@ -45,7 +45,8 @@ cdef void _forward_body(
         const floating* x, const floating* w_ih, const floating* w_hh,
         const floating* b_ih, const floating* b_hh, const floating* h0,
         floating* y, Py_ssize_t ldy, floating* h_n,
-        floating* hs, floating* h_prevs, floating* work, int tid, int nt) noexcept nogil:
+        floating* hs, floating* h_prevs, floating* work, int tid, int nt,
+        fastrnn_team_sync* sync) noexcept nogil:
     cdef bint training = hs != NULL
     cdef bint up = not reverse
     cdef Py_ssize_t j0, j1, hk, s, t, b, j, bs, finish, row, base
@@ -60,11 +61,12 @@ cdef void _forward_body(
     cdef floating* xp_row
 
     cdef unsigned int fp_mode = fastrnn_flush_denormals()
+    cdef int sense = 0
     split_units(H, tid, nt, &j0, &j1)
     hk = j1 - j0
     copy_block(h_cur, H, h0, H, B, j0, j1)
     copy_block(h_next, H, h0, H, B, j0, j1)
-    fastrnn_barrier()
+    fastrnn_team_barrier(sync, nt, &sense)
 
     s_chunk = 0
     while s_chunk < T:
@@ -94,7 +96,7 @@ cdef void _forward_body(
             h_swap = h_cur
             h_cur = h_next
             h_next = h_swap
-            fastrnn_barrier()
+            fastrnn_team_barrier(sync, nt, &sense)
         s_chunk += n_chunk
     fastrnn_restore_fp_mode(fp_mode)
 
@@ -111,14 +113,17 @@ cdef void rnn_forward(
     ``activation``: 0 tanh, 1 relu, 2 sigmoid.  Inference when ``hs`` is NULL;
     training otherwise.  ``work`` holds rnn_workspace_size(T, B, H, training).
     """
+    cdef fastrnn_team_sync sync
+    sync.count = 0
+    sync.sense = 0
     if num_threads <= 1:
         _forward_body(T, B, I, H, batch_sizes, reverse, activation, x, w_ih, w_hh, b_ih,
-                      b_hh, h0, y, ldy, h_n, hs, h_prevs, work, 0, 1)
+                      b_hh, h0, y, ldy, h_n, hs, h_prevs, work, 0, 1, &sync)
         return
     with parallel(num_threads=num_threads):
         _forward_body(T, B, I, H, batch_sizes, reverse, activation, x, w_ih, w_hh, b_ih,
                       b_hh, h0, y, ldy, h_n, hs, h_prevs, work,
-                      omp_get_thread_num(), omp_get_num_threads())
+                      omp_get_thread_num(), omp_get_num_threads(), &sync)
 
 
 cdef void _backward_body(
@@ -128,7 +133,8 @@ cdef void _backward_body(
         floating* hs, const floating* h_prevs,
         const floating* dy, Py_ssize_t ldy, const floating* dh_n,
         floating* dx, bint accumulate_dx, floating* dh0,
-        floating* dw_ih, floating* dw_hh, floating* db, int tid, int nt) noexcept nogil:
+        floating* dw_ih, floating* dw_hh, floating* db, int tid, int nt,
+        fastrnn_team_sync* sync) noexcept nogil:
     cdef bint up = reverse
     cdef Py_ssize_t j0, j1, hk, s, t, b, j, bs, row, r0, r1
     cdef Py_ssize_t n_rows = total_rows(T, B, batch_sizes)
@@ -137,6 +143,7 @@ cdef void _backward_body(
     cdef floating dh
 
     cdef unsigned int fp_mode = fastrnn_flush_denormals()
+    cdef int sense = 0
     split_units(H, tid, nt, &j0, &j1)
     hk = j1 - j0
     copy_block(dh0, H, dh_n, H, B, j0, j1)
@@ -154,12 +161,12 @@ cdef void _backward_body(
                 if dy != NULL:
                     dh = dh + dy[(row + b) * ldy + j]
                 d_row[b * H + j] = dh * _act_grad(activation, d_row[b * H + j])
-        fastrnn_barrier()
+        fastrnn_team_barrier(sync, nt, &sense)
         gemm(False, False, bs, hk, H, <floating>1, d_row, H, w_hh + j0, H,
              <floating>0, dh0 + j0, H)
         if up:
             off += bs
-    fastrnn_barrier()
+    fastrnn_team_barrier(sync, nt, &sense)
 
     gemm(True, False, hk, I, n_rows, <floating>1, hs + j0, H, x, I,
          <floating>0, dw_ih + j0 * I, I)
@@ -188,15 +195,18 @@ cdef void rnn_backward(
     (the gradient of b_ih and b_hh alike; NULL to skip).  ``hs`` is overwritten
     with the pre-activation gradients: a cache serves one backward.
     """
+    cdef fastrnn_team_sync sync
+    sync.count = 0
+    sync.sense = 0
     if num_threads <= 1:
         _backward_body(T, B, I, H, batch_sizes, reverse, activation, x, w_ih, w_hh, hs,
                        h_prevs, dy, ldy, dh_n, dx, accumulate_dx, dh0, dw_ih, dw_hh, db,
-                       0, 1)
+                       0, 1, &sync)
         return
     with parallel(num_threads=num_threads):
         _backward_body(T, B, I, H, batch_sizes, reverse, activation, x, w_ih, w_hh, hs,
                        h_prevs, dy, ldy, dh_n, dx, accumulate_dx, dh0, dw_ih, dw_hh, db,
-                       omp_get_thread_num(), omp_get_num_threads())
+                       omp_get_thread_num(), omp_get_num_threads(), &sync)
 
 
 # ----------------------------------------------------------------- Python entry points
