@@ -348,7 +348,9 @@ def _keras_state(kind, weights, units, use_bias, reset_after, sfx):
 
 def from_keras(layer, backend="auto"):
     """The fastrnn layer equivalent to a built Keras 3 ``SimpleRNN``, ``LSTM``, ``GRU``
-    or ``Bidirectional`` (``merge_mode="concat"``) around one.
+    or ``Bidirectional`` (``merge_mode="concat"``) around one; given a Keras model
+    (Sequential or a linear functional model), the equivalent fastrnn.Sequential
+    (see fastrnn.keras_models.from_keras_model).
 
     The result is ``batch_first=True``.  Its output sequence ``y`` (B, T, D*units)
     equals the Keras layer's output with ``return_sequences=True``.  With
@@ -357,6 +359,11 @@ def from_keras(layer, backend="auto"):
     sequences that is ``y[:, -1]``); ``return_state=True`` adds Keras' final states,
     which are fastrnn's ``h_n`` (and ``c_n``) per direction.
     """
+    import sys
+    model_cls = getattr(sys.modules.get("keras"), "Model", None)
+    if model_cls is not None and isinstance(layer, model_cls):
+        from fastrnn.keras_models import from_keras_model
+        return from_keras_model(layer, backend=backend)
     kind = type(layer).__name__
     bidirectional = kind == "Bidirectional"
     if bidirectional:

@@ -3,8 +3,9 @@
 Supported layers: ``InputLayer``, ``Embedding`` (``mask_zero`` included),
 ``SimpleRNN``/``LSTM``/``GRU``/``Bidirectional`` (any ``return_sequences``; without it
 a ``FinalState`` follows the recurrent layer), ``Dense`` (linear, relu, tanh, sigmoid,
-softmax) and ``Dropout`` (identity at inference).  Nested Sequential models are
-flattened.  Anything else raises ``NotImplementedError`` naming the layer and option.
+softmax) and ``Dropout`` (identity at inference).  Anything else raises ``NotImplementedError``
+naming the layer and option (nested models too: Keras drops the mask at their
+boundary, so they are not simply flattened).
 
 Masking: with ``Embedding(mask_zero=True)`` Keras' recurrent layers skip the steps
 whose token is 0 wherever they stand; ``pad_sequences`` pads at the front by
@@ -36,7 +37,14 @@ def _activation_name(fn):
 
 
 def _is_model(obj):
-    return hasattr(obj, "layers") and hasattr(obj, "inputs") and hasattr(obj, "outputs")
+    import keras
+    return isinstance(obj, keras.Model)
+
+
+def _data_inputs(node):
+    """ids of the tensors a call node feeds its layer, leaving out the boolean masks
+    that Keras passes along beside them (``mask=``)."""
+    return [id(t) for t in node.input_tensors if str(t.dtype) != "bool"]
 
 
 def _linear_layers(model):
@@ -52,11 +60,8 @@ def _linear_layers(model):
             if type(layer).__name__ == "InputLayer":
                 previous = layer
                 continue
-            try:
-                ok = len(layer._inbound_nodes) == 1 and previous is not None and \
-                    layer.input is previous.output
-            except (AttributeError, ValueError):
-                ok = False
+            ok = previous is not None and len(layer._inbound_nodes) == 1 and \
+                _data_inputs(layer._inbound_nodes[0]) == [id(previous.output)]
             if not ok:
                 raise NotImplementedError(
                     f"from_keras: model {model.name!r} is not a linear chain (layer "
@@ -65,13 +70,7 @@ def _linear_layers(model):
         if previous is None or previous.output is not outputs[0]:
             raise NotImplementedError(f"from_keras: model {model.name!r} is not a "
                                       "linear chain ending in its output")
-    layers = []
-    for layer in model.layers:
-        if _is_model(layer):
-            layers.extend(_linear_layers(layer))
-        else:
-            layers.append(layer)
-    return layers
+    return list(model.layers)
 
 
 def _check_dtype(layer):
@@ -85,6 +84,12 @@ def _check_dtype(layer):
                                   f"({type(layer).__name__}) has dtype policy "
                                   f"{getattr(policy, 'name', policy)!r}; float32 or float64 "
                                   "computed in the variables' dtype converts")
+    weight_dtypes = {str(w.dtype) for w in layer.get_weights()}
+    if weight_dtypes and weight_dtypes != {compute}:
+        raise NotImplementedError(f"from_keras: layer {layer.name!r} "
+                                  f"({type(layer).__name__}) computes in {compute} but holds "
+                                  f"{', '.join(sorted(weight_dtypes))} weights (give the "
+                                  "wrapper the same dtype as the layer it wraps)")
     if getattr(policy, "quantization_mode", None):
         raise NotImplementedError(f"from_keras: layer {layer.name!r} is quantized "
                                   f"({policy.quantization_mode})")

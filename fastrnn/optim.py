@@ -136,7 +136,10 @@ def clip_grad_norm(grads, max_norm, norm_type=2.0):
         total = || (||g_1||, ..., ||g_k||) ||        (norm_type 2, or inf: max |g|)
         g_i = g_i * min(1, max_norm / (total + 1e-6))
     """
-    max_norm = _check_hyper(max_norm, "max_norm")
+    if isinstance(max_norm, bool) or not isinstance(max_norm, numbers.Real) or \
+            not max_norm >= 0:
+        raise ValueError(f"max_norm must be a number >= 0 (inf allowed), got {max_norm!r}")
+    max_norm = float(max_norm)
     norm_type = float(norm_type)
     arrays = list(grads.values())
     if not arrays:

@@ -1,0 +1,177 @@
+"""Losses and optimisers against torch: values, gradients, and several steps of
+SGD and Adam on the same gradients; clip_grad_norm against clip_grad_norm_."""
+
+import math
+
+import numpy as np
+import pytest
+
+from fastrnn import losses, optim
+
+from conftest import DTYPES, assert_close
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+TOL = {"float64": 1e-12, "float32": 1e-5}
+
+
+def _torch_loss_and_grad(fn, prediction, *args, **kwargs):
+    leaf = torch.from_numpy(prediction).requires_grad_()
+    value = fn(leaf, *args, **kwargs)
+    value.backward()
+    return float(value.detach()), leaf.grad.numpy()
+
+
+# ------------------------------------------------------------------- losses
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(6, 5), (4, 7, 5)], ids=["rows", "steps"])
+def test_cross_entropy_matches_torch(rng, dtype, shape):
+    logits = (3 * rng.standard_normal(shape)).astype(dtype)
+    labels = rng.integers(0, shape[-1], shape[:-1])
+    loss, grad = losses.cross_entropy(logits, labels)
+    expected, expected_grad = _torch_loss_and_grad(
+        lambda z: F.cross_entropy(z.reshape(-1, shape[-1]), torch.from_numpy(labels).reshape(-1)),
+        logits)
+    assert math.isclose(loss, expected, rel_tol=TOL[dtype])
+    assert_close(grad, expected_grad, dtype)
+
+
+def test_cross_entropy_mask_matches_torch_ignore_index(rng):
+    logits = rng.standard_normal((3, 6, 4))
+    labels = rng.integers(0, 4, (3, 6))
+    mask = rng.random((3, 6)) < 0.6
+    loss, grad = losses.cross_entropy(logits, np.where(mask, labels, -7), mask=mask)
+    ignored = torch.from_numpy(np.where(mask, labels, -100)).reshape(-1)
+    expected, expected_grad = _torch_loss_and_grad(
+        lambda z: F.cross_entropy(z.reshape(-1, 4), ignored, ignore_index=-100), logits)
+    assert math.isclose(loss, expected, rel_tol=1e-12)
+    assert_close(grad, expected_grad, "float64")
+
+
+def test_cross_entropy_is_stable_for_huge_logits():
+    logits = np.array([[1e4, 0.0, -1e4], [-1e4, 1e4, 3e4]], np.float32)
+    loss, grad = losses.cross_entropy(logits, np.array([0, 1]))
+    assert math.isclose(loss, (0 + 2e4) / 2, rel_tol=1e-6)
+    np.testing.assert_allclose(grad, [[0, 0, 0], [0, -0.5, 0.5]], atol=1e-7)
+    assert np.all(np.isfinite(grad))
+
+
+def test_cross_entropy_errors():
+    with pytest.raises(ValueError, match="0..2"):
+        losses.cross_entropy(np.zeros((2, 3)), np.array([0, 3]))
+    with pytest.raises(ValueError, match="expected shape"):
+        losses.cross_entropy(np.zeros((2, 3)), np.array([0, 1, 2]))
+    with pytest.raises(TypeError, match="integer"):
+        losses.cross_entropy(np.zeros((2, 3)), np.array([0.5, 1.0]))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_mse_matches_torch(rng, dtype):
+    pred = rng.standard_normal((5, 4, 3)).astype(dtype)
+    target = rng.standard_normal((5, 4, 3)).astype(dtype)
+    loss, grad = losses.mse(pred, target)
+    expected, expected_grad = _torch_loss_and_grad(F.mse_loss, pred, torch.from_numpy(target))
+    assert math.isclose(loss, expected, rel_tol=TOL[dtype])
+    assert_close(grad, expected_grad, dtype)
+
+
+def test_mse_targets_without_the_unit_axis_and_masks(rng):
+    pred = rng.standard_normal((6, 1))
+    target = rng.standard_normal(6)
+    assert losses.mse(pred, target)[0] == pytest.approx(np.mean((pred[:, 0] - target) ** 2))
+    with pytest.raises(ValueError, match="expected shape"):
+        losses.mse(rng.standard_normal((6, 2)), target)
+    steps = rng.standard_normal((2, 4, 3))
+    goal = rng.standard_normal((2, 4, 3))
+    mask = np.array([[True, True, False, False], [True, True, True, True]])
+    loss, grad = losses.mse(steps, goal, mask=mask)
+    assert loss == pytest.approx(np.mean((steps[mask] - goal[mask]) ** 2), rel=1e-13)
+    assert not np.any(grad[0, 2:])
+
+
+# --------------------------------------------------------------- optimisers
+def _params_and_grads(rng, dtype, steps):
+    shapes = {"0.weight": (4, 3), "0.bias": (4,), "2.weight_ih_l0": (8, 2)}
+    params = {k: rng.standard_normal(s).astype(dtype) for k, s in shapes.items()}
+    grads = [{k: rng.standard_normal(s).astype(dtype) for k, s in shapes.items()}
+             for _ in range(steps)]
+    grads[1].pop("0.bias")                 # a step where one parameter has no gradient
+    return params, grads
+
+
+def _run_both(rng, dtype, make_ours, make_torch, steps=5):
+    params, grads = _params_and_grads(rng, dtype, steps)
+    tensors = {k: torch.from_numpy(v.copy()).requires_grad_() for k, v in params.items()}
+    ours = make_ours(params)
+    theirs = make_torch(list(tensors.values()))
+    arrays = dict(params)
+    for step_grads in grads:
+        ours.step(step_grads)
+        for name, tensor in tensors.items():
+            tensor.grad = None if name not in step_grads else torch.from_numpy(
+                step_grads[name].copy())
+        theirs.step()
+    for name, tensor in tensors.items():
+        assert params[name] is arrays[name]                     # updated in place
+        assert_close(params[name], tensor.detach().numpy(), dtype, name, tol=
+                     1e-10 if dtype == "float64" else 1e-5)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("options", [
+    dict(),
+    dict(momentum=0.9),
+    dict(momentum=0.9, nesterov=True, weight_decay=0.01),
+    dict(momentum=0.5, dampening=0.3, weight_decay=0.1),
+], ids=["plain", "momentum", "nesterov_wd", "dampening_wd"])
+def test_sgd_steps_match_torch(rng, dtype, options):
+    _run_both(rng, dtype, lambda p: optim.SGD(p, lr=0.1, **options),
+              lambda t: torch.optim.SGD(t, lr=0.1, **options))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("options", [
+    dict(),
+    dict(lr=0.01, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.05),
+], ids=["defaults", "all_options"])
+def test_adam_steps_match_torch(rng, dtype, options):
+    _run_both(rng, dtype, lambda p: optim.Adam(p, **options),
+              lambda t: torch.optim.Adam(t, **options))
+
+
+def test_optimiser_errors(rng):
+    params = {"w": np.zeros(3)}
+    opt = optim.Adam(params)
+    with pytest.raises(KeyError, match="'v'"):
+        opt.step({"v": np.zeros(3)})
+    with pytest.raises(ValueError, match="expected shape"):
+        opt.step({"w": np.zeros(4)})
+    with pytest.raises(ValueError, match="lr"):
+        optim.SGD(params, lr=-1)
+    with pytest.raises(ValueError, match="nesterov"):
+        optim.SGD(params, lr=0.1, nesterov=True)
+    with pytest.raises(ValueError, match="betas"):
+        optim.Adam(params, betas=(0.9, 1.0))
+    frozen = np.zeros(3)
+    frozen.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        optim.SGD({"w": frozen}, lr=0.1)
+
+
+# ------------------------------------------------------------- clipping
+@pytest.mark.parametrize("norm_type", [2.0, math.inf])
+@pytest.mark.parametrize("max_norm", [0.5, 1e3], ids=["clipped", "unclipped"])
+def test_clip_grad_norm_matches_torch(rng, max_norm, norm_type):
+    grads = {"a": rng.standard_normal((4, 3)), "b": rng.standard_normal(5)}
+    tensors = [torch.from_numpy(g.copy()).requires_grad_() for g in grads.values()]
+    for t, g in zip(tensors, grads.values()):
+        t.grad = torch.from_numpy(g.copy())
+    expected = float(torch.nn.utils.clip_grad_norm_(tensors, max_norm, norm_type=norm_type))
+    total = optim.clip_grad_norm(grads, max_norm, norm_type=norm_type)
+    assert math.isclose(total, expected, rel_tol=1e-12)
+    for t, g in zip(tensors, grads.values()):
+        np.testing.assert_allclose(g, t.grad.numpy(), rtol=1e-12)
+    if max_norm < total:
+        clipped = optim.clip_grad_norm(grads, math.inf, norm_type=norm_type)
+        assert clipped == pytest.approx(max_norm, rel=1e-5)
