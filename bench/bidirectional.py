@@ -3,8 +3,8 @@ all threads on each direction in turn?  Times both policies, interleaved.
 
     python bench/bidirectional.py [--threads N]
 
-Prints, per shape, the time of each policy and their ratio; the threshold
-fastrnn._backends.CONCURRENT_DIRECTIONS_MAX_WORK is set from this table.
+Prints, per shape, the time of each policy and their ratio; the policy
+fastrnn._backends.concurrent_directions_pay is set from this table.
 """
 
 import argparse
@@ -28,7 +28,7 @@ def main():
     args = ap.parse_args()
     if args.threads:
         fastrnn.set_num_threads(args.threads)
-    saved = _backends.CONCURRENT_DIRECTIONS_MAX_WORK
+    saved = _backends.concurrent_directions_pay
     rng = np.random.default_rng(0)
     print(f"threads={fastrnn.get_num_threads()} T={args.steps} float32, training = forward_train + backward")
     print(f"{'cell':>5} {'B':>3} {'H':>5} {'mode':>6} {'in turn ms':>11} {'concurrent ms':>14} {'ratio':>6}")
@@ -43,13 +43,13 @@ def main():
         for mode, fn in (("infer", lambda: layer(x)), ("train", train)):
             res = {"turn": [], "conc": []}
             for _ in range(args.repeats):
-                for policy, limit in (("turn", -1), ("conc", 1 << 60)):
-                    _backends.CONCURRENT_DIRECTIONS_MAX_WORK = limit
+                for policy, pays in (("turn", lambda *a: False), ("conc", lambda *a: True)):
+                    _backends.concurrent_directions_pay = pays
                     res[policy].append(time_calls(fn, 0.2))
             t_turn, t_conc = np.median(res["turn"]), np.median(res["conc"])
             print(f"{cell:>5} {B:>3} {H:>5} {mode:>6} {t_turn * 1e3:11.3f} {t_conc * 1e3:14.3f} "
                   f"{t_conc / t_turn:6.2f}")
-    _backends.CONCURRENT_DIRECTIONS_MAX_WORK = saved
+    _backends.concurrent_directions_pay = saved
 
 
 if __name__ == "__main__":

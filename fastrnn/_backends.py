@@ -121,7 +121,7 @@ class ReferenceBackend:
     name = "reference"
     Layout = PaddedLayout
 
-    def run_directions(self, layer, layout, jobs):
+    def run_directions(self, layer, layout, jobs, training):
         """Run ``jobs`` (callables taking a thread count, None = choose) in turn."""
         return [job(None) for job in jobs], False
 
@@ -169,7 +169,7 @@ class CompiledBackend:
     name = "auto"
     Layout = PackedLayout
 
-    def run_directions(self, layer, layout, jobs):
+    def run_directions(self, layer, layout, jobs, training):
         """Run the jobs of a layer's directions (callables taking a thread count).
 
         The two directions of a bidirectional layer are independent: with two or
@@ -181,7 +181,7 @@ class CompiledBackend:
         threads = get_num_threads()
         if len(jobs) == 2 and threads >= 2 and \
                 concurrent_directions_pay(layout.B, layer.gate_count, layer.hidden_size,
-                                          threads):
+                                          training):
             half = threads // 2
             other = _direction_pool().submit(jobs[1], threads - half)
             first = jobs[0](half)
@@ -294,14 +294,16 @@ class CompiledBackend:
         return dh0, dc0, grads
 
 
-# Hidden-unit work per step (B * G * H) below which one thread per direction, both
-# directions at once, beats all threads on each direction in turn.  Measured with
-# bench/bidirectional.py on the 2-core development machine (README).
-CONCURRENT_DIRECTIONS_MAX_WORK = 1 << 30
+# When one thread per direction, both directions at once, beats all threads on each
+# direction in turn.  Measured with bench/bidirectional.py on the 2-core development
+# machine (README): training (forward_train + backward) gained at every shape
+# (0.69-0.97x the time); inference only on the smallest steps (LSTM B=1 H=128:
+# 0.85x) and was even (0.97-1.07x) from B*G*H = 768 up.
+CONCURRENT_DIRECTIONS_MAX_WORK = 512
 
 
-def concurrent_directions_pay(batch, gates, hidden, threads):
-    return batch * gates * hidden <= CONCURRENT_DIRECTIONS_MAX_WORK
+def concurrent_directions_pay(batch, gates, hidden, training):
+    return training or batch * gates * hidden <= CONCURRENT_DIRECTIONS_MAX_WORK
 
 
 BLAS_INT_MAX = 2 ** 31 - 1

@@ -277,7 +277,7 @@ class RNNBase:
                 backend.forward, self, layout, inp, self._weights(k, d), h0s[k * D + d],
                 None if c0s is None else c0s[k * D + d], y, d * P, bool(d) != self.reverse,
                 training) for d in range(D)]
-            results, _ = backend.run_directions(self, layout, jobs)
+            results, _ = backend.run_directions(self, layout, jobs, training)
             for d, (hn, cn, cache) in enumerate(results):
                 h_n[k * D + d] = hn
                 if c_n is not None:
@@ -376,7 +376,7 @@ class RNNBase:
                 backend.backward, self, layout, cache.caches[k * D + d], d_out, d * P,
                 dhn[k * D + d], None if dcn is None else dcn[k * D + d], d_ins[d], False)
                 for d in range(D)]
-            results, _ = backend.run_directions(self, layout, jobs)
+            results, _ = backend.run_directions(self, layout, jobs, True)
             for d, (dh, dc, g) in enumerate(results):
                 dh0[k * D + d] = dh
                 if dc0 is not None:
