@@ -247,13 +247,15 @@ def test_two_python_threads_run_at_once():
 
     for layer in layers:
         call(layer)
-    t0 = time.perf_counter()
-    serial = [call(layer) for layer in layers]
-    t_serial = time.perf_counter() - t0
+    ratios = []
     with ThreadPoolExecutor(max_workers=2) as pool:
-        t0 = time.perf_counter()
-        together = list(pool.map(call, layers))
-        t_together = time.perf_counter() - t0
-    for a, b in zip(serial, together):
-        np.testing.assert_array_equal(a, b)
-    assert t_together < 0.8 * t_serial, (t_together, t_serial)
+        for _ in range(3):               # the best of three: the machine may be shared
+            t0 = time.perf_counter()
+            serial = [call(layer) for layer in layers]
+            t_serial = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            together = list(pool.map(call, layers))
+            ratios.append((time.perf_counter() - t0) / t_serial)
+            for a, b in zip(serial, together):
+                np.testing.assert_array_equal(a, b)
+    assert min(ratios) < 0.8, ratios
