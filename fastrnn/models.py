@@ -14,7 +14,8 @@ import numpy as np
 from scipy.special import expit
 
 from fastrnn._config import blas_guard
-from fastrnn._layers import RNNBase, _check_size, _layer_dtype, as_real_array
+from fastrnn import persistence
+from fastrnn._layers import GRU, LSTM, RNN, RNNBase, _check_size, _layer_dtype, as_real_array
 from fastrnn.kernels.blas import gemm_memview
 
 __all__ = ["Embedding", "Dense", "FinalState", "Dropout", "Sequential"]
@@ -66,6 +67,28 @@ class _Parameters:
     def params(self):
         """The live parameter arrays, by torch's names (optimisers update them in place)."""
         return self._params
+
+    def save(self, path):
+        """Write a ``.npz`` with every item's configuration and the state_dict
+        (``fastrnn.load`` rebuilds the model)."""
+        persistence.save(self, path)
+
+    def _to_npz_entries(self):
+        items = [dict(cls=type(item).__name__, config=item._config())
+                 for item in self.items]
+        return dict(items=items, masked_output=self.masked_output), self.state_dict()
+
+    @classmethod
+    def _from_npz_entries(cls, config, arrays):
+        items = []
+        for entry in config["items"]:
+            item_cls = _ITEM_CLASSES.get(entry["cls"])
+            if item_cls is None:
+                raise ValueError(f"unknown Sequential item {entry['cls']!r}")
+            items.append(item_cls(**entry["config"]))
+        model = cls(items, masked_output=config["masked_output"])
+        model.load_state_dict(arrays)
+        return model
 
     def state_dict(self):
         """Copies of the parameters, with torch's names and shapes."""
@@ -155,6 +178,11 @@ class Embedding(_Parameters):
         if padding_idx is not None:
             weight[padding_idx] = 0
         self._params = {"weight": weight.astype(self.dtype)}
+
+    def _config(self):
+        return dict(num_embeddings=self.num_embeddings, embedding_dim=self.embedding_dim,
+                    padding_idx=self.padding_idx, dtype=self.dtype.name,
+                    mask_zero=self.mask_zero)
 
     @property
     def output_size(self):
@@ -281,6 +309,10 @@ class Dense(_Parameters):
             self._params["bias"] = rng.uniform(-bound, bound, self.out_features)
         self._params = {k: v.astype(self.dtype) for k, v in self._params.items()}
 
+    def _config(self):
+        return dict(in_features=self.in_features, out_features=self.out_features,
+                    activation=self.activation, bias=self.bias, dtype=self.dtype.name)
+
     @property
     def output_size(self):
         return self.out_features
@@ -349,6 +381,9 @@ class FinalState(_Parameters):
     dtype = None
     _params = {}
 
+    def _config(self):
+        return {}
+
     def __call__(self, h_n, num_directions=1):
         return self._forward(h_n, num_directions, training=False)[0]
 
@@ -405,6 +440,9 @@ class Dropout(_Parameters):
             raise ValueError(f"p must be a number in [0, 1], got {p!r}")
         self.p = float(p)
         self._rng = np.random.default_rng(seed)
+
+    def _config(self):
+        return dict(p=self.p)
 
     def __call__(self, x):
         return np.array(x, copy=True)
@@ -541,6 +579,7 @@ def _state_parts(h_n):
     return (h_n[0], h_n[1]) if isinstance(h_n, tuple) else (h_n, None)
 
 
+@persistence.register
 class Sequential:
     """A chain of blocks, ``torch.nn.Sequential``-like, for the textbook RNN models::
 
@@ -654,6 +693,28 @@ class Sequential:
         """The live parameter arrays of every item, named ``"{index}.{name}"``."""
         return {f"{i}.{name}": value for i, item in enumerate(self.items)
                 for name, value in item.params.items()}
+
+    def save(self, path):
+        """Write a ``.npz`` with every item's configuration and the state_dict
+        (``fastrnn.load`` rebuilds the model)."""
+        persistence.save(self, path)
+
+    def _to_npz_entries(self):
+        items = [dict(cls=type(item).__name__, config=item._config())
+                 for item in self.items]
+        return dict(items=items, masked_output=self.masked_output), self.state_dict()
+
+    @classmethod
+    def _from_npz_entries(cls, config, arrays):
+        items = []
+        for entry in config["items"]:
+            item_cls = _ITEM_CLASSES.get(entry["cls"])
+            if item_cls is None:
+                raise ValueError(f"unknown Sequential item {entry['cls']!r}")
+            items.append(item_cls(**entry["config"]))
+        model = cls(items, masked_output=config["masked_output"])
+        model.load_state_dict(arrays)
+        return model
 
     def state_dict(self):
         """Copies of every parameter, named ``"{index}.{name}"`` as torch names them."""
@@ -803,3 +864,7 @@ class Sequential:
         ``forward(x, lengths=None)`` runs recurrent layers on packed sequences."""
         from fastrnn._torch_models import sequential_to_torch
         return sequential_to_torch(self)
+
+
+_ITEM_CLASSES = {c.__name__: c for c in (Embedding, Dense, FinalState, Dropout,
+                                          RNN, LSTM, GRU)}

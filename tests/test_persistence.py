@@ -328,3 +328,22 @@ def test_equality_semantics():
     # Not equal to other things, and never raises.
     assert a != "LSTM" and a != None and a != a.state_dict()  # noqa: E711
 
+
+
+def test_sequential_model_saves_and_loads(tmp_path):
+    """fastrnn.load returns the model too: every item's configuration and weights."""
+    model = fastrnn.Sequential([
+        fastrnn.Embedding(20, 8, mask_zero=True, seed=1),
+        fastrnn.GRU(8, 16, batch_first=True, bidirectional=True, reset_after=False, seed=2),
+        fastrnn.FinalState(), fastrnn.Dropout(0.2),
+        fastrnn.Dense(32, 3, activation="softmax", seed=3)])
+    tokens = np.random.default_rng(0).integers(0, 20, (4, 7))
+    tokens[0, :3] = 0
+    path = tmp_path / "model.npz"
+    model.save(path)
+    loaded = fastrnn.load(path)
+    assert type(loaded) is fastrnn.Sequential
+    np.testing.assert_array_equal(loaded(tokens), model(tokens))
+    assert loaded.state_dict().keys() == model.state_dict().keys()
+    with np.load(path, allow_pickle=False) as data:
+        assert "1.weight_ih_l0_reverse" in data.files
