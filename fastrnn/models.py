@@ -68,28 +68,6 @@ class _Parameters:
         """The live parameter arrays, by torch's names (optimisers update them in place)."""
         return self._params
 
-    def save(self, path):
-        """Write a ``.npz`` with every item's configuration and the state_dict
-        (``fastrnn.load`` rebuilds the model)."""
-        persistence.save(self, path)
-
-    def _to_npz_entries(self):
-        items = [dict(cls=type(item).__name__, config=item._config())
-                 for item in self.items]
-        return dict(items=items, masked_output=self.masked_output), self.state_dict()
-
-    @classmethod
-    def _from_npz_entries(cls, config, arrays):
-        items = []
-        for entry in config["items"]:
-            item_cls = _ITEM_CLASSES.get(entry["cls"])
-            if item_cls is None:
-                raise ValueError(f"unknown Sequential item {entry['cls']!r}")
-            items.append(item_cls(**entry["config"]))
-        model = cls(items, masked_output=config["masked_output"])
-        model.load_state_dict(arrays)
-        return model
-
     def state_dict(self):
         """Copies of the parameters, with torch's names and shapes."""
         return {name: value.copy() for name, value in self._params.items()}
