@@ -28,13 +28,15 @@ the fused elementwise pass on them; one barrier per step publishes the new h
 
 from cython cimport floating
 from cython.parallel cimport parallel
+from libc.stdlib cimport free
 
 from fastrnn.kernels.blas cimport gemm
 from fastrnn.kernels.common cimport (
     omp_get_thread_num, omp_get_num_threads, fastrnn_team_barrier, fastrnn_team_sync, fastrnn_flush_denormals,
     fastrnn_restore_fp_mode, split_units, split_rows,
     sigmoid, tanh_, total_rows, active_rows, rows_finishing_from,
-    fill_bias, column_sums, copy_block, chunk_steps, chunk_first_row, publish_step, lstm_row, gates_gemm, gates_weight_grad)
+    fill_bias, column_sums, copy_block, chunk_steps, chunk_first_row, publish_step, lstm_row,
+    gates_gemm, gates_weight_grad, fastrnn_packed_size, alloc_packed, pack_weights, step_gemm)
 
 
 cdef Py_ssize_t lstm_workspace_size(Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, Py_ssize_t P,
@@ -62,7 +64,7 @@ cdef void _forward_body(
         const floating* h0, const floating* c0,
         floating* y, Py_ssize_t ldy, floating* h_n, floating* c_n,
         floating* gates, floating* cs, floating* c_prevs, floating* h_prevs,
-        floating* rs, floating* work, int tid, int nt,
+        floating* rs, floating* work, floating* packed, int tid, int nt,
         fastrnn_team_sync* sync) noexcept nogil:
     cdef bint training = gates != NULL
     cdef bint up = not reverse
@@ -80,6 +82,9 @@ cdef void _forward_body(
     cdef floating* xp = gates if training else work + 2 * B * P + (B * H if proj else 0)
     cdef floating* xp_row
     cdef floating* r_t
+    # Packed W_hh (the thread's gate columns) and W_hr (its output columns), or NULL.
+    cdef floating* packed_hh = packed
+    cdef floating* packed_hr = packed + fastrnn_packed_size(4, H, P) if packed != NULL and proj else NULL
 
     cdef unsigned int fp_mode = fastrnn_flush_denormals()
     cdef int sense = 0
@@ -87,6 +92,8 @@ cdef void _forward_body(
     split_units(P, tid, nt, &p0, &p1)    # the same split as j0, j1 without projection
     hk = j1 - j0
     pk = p1 - p0
+    pack_weights(w_hh, True, P, 4, H, j0, j1, packed_hh)
+    pack_weights(w_hr, True, H, 1, P, p0, p1, packed_hr)
     # Both h buffers start at h0: rows that join late (reverse walk) read h0 from either.
     copy_block(h_cur, P, h0, P, B, p0, p1)
     copy_block(h_next, P, h0, P, B, p0, p1)
@@ -110,7 +117,7 @@ cdef void _forward_body(
                 off -= bs
             row = off
             xp_row = xp + (row if training else row - base) * G
-            gates_gemm(bs, 4, H, j0, j1, P, h_cur, P, w_hh, <floating>1, xp_row, G)
+            step_gemm(bs, P, h_cur, P, w_hh, True, packed_hh, 4, H, j0, j1, xp_row, G, True)
             finish = rows_finishing_from(T, B, batch_sizes, t, up, bs)
             r_t = (rs + row * H if training else r_scratch) if proj else h_next
             for b in range(bs):
@@ -123,8 +130,8 @@ cdef void _forward_body(
             if proj:
                 # h = W_hr (o * tanh c) needs every thread's units: sync, then own outputs.
                 fastrnn_team_barrier(sync, nt, &sense)
-                gemm(False, True, bs, pk, H, <floating>1, r_t, H, w_hr + p0 * H, H,
-                     <floating>0, h_next + p0, P)
+                step_gemm(bs, H, r_t, H, w_hr, True, packed_hr, 1, P, p0, p1, h_next, P,
+                          False)
             publish_step(h_next, h_cur, P, bs, finish, p0, p1, y + row * ldy, ldy,
                          h_prevs + row * P if training else NULL, h_n)
             if up:
@@ -155,14 +162,18 @@ cdef void lstm_forward(
     cdef fastrnn_team_sync sync
     sync.count = 0
     sync.sense = 0
+    cdef floating* packed = alloc_packed(
+        x, T * B, fastrnn_packed_size(4, H, P) + (fastrnn_packed_size(1, P, H) if P != H else 0))
     if num_threads <= 1:
         _forward_body(T, B, I, H, P, batch_sizes, reverse, x, w_ih, w_hh, b_ih, b_hh, w_hr,
-                      h0, c0, y, ldy, h_n, c_n, gates, cs, c_prevs, h_prevs, rs, work, 0, 1, &sync)
-        return
-    with parallel(num_threads=num_threads):
-        _forward_body(T, B, I, H, P, batch_sizes, reverse, x, w_ih, w_hh, b_ih, b_hh, w_hr,
-                      h0, c0, y, ldy, h_n, c_n, gates, cs, c_prevs, h_prevs, rs, work,
-                      omp_get_thread_num(), omp_get_num_threads(), &sync)
+                      h0, c0, y, ldy, h_n, c_n, gates, cs, c_prevs, h_prevs, rs, work, packed,
+                      0, 1, &sync)
+    else:
+        with parallel(num_threads=num_threads):
+            _forward_body(T, B, I, H, P, batch_sizes, reverse, x, w_ih, w_hh, b_ih, b_hh,
+                          w_hr, h0, c0, y, ldy, h_n, c_n, gates, cs, c_prevs, h_prevs, rs,
+                          work, packed, omp_get_thread_num(), omp_get_num_threads(), &sync)
+    free(packed)
 
 
 cdef void _backward_body(
@@ -174,7 +185,7 @@ cdef void _backward_body(
         const floating* dy, Py_ssize_t ldy, const floating* dh_n, const floating* dc_n,
         floating* dx, bint accumulate_dx, floating* dh0, floating* dc0,
         floating* dw_ih, floating* dw_hh, floating* db, floating* dw_hr,
-        floating* work, int tid, int nt,
+        floating* work, floating* packed, int tid, int nt,
         fastrnn_team_sync* sync) noexcept nogil:
     # Backward walks time the other way round from the forward pass.
     cdef bint up = reverse
@@ -187,6 +198,9 @@ cdef void _backward_body(
     cdef floating* dh_all = work                  # (N, P): gradient reaching each h_t
     cdef floating* dr = work + n_rows * P         # (B, H): gradient of o * tanh(c_t)
     cdef floating i_, f_, g_, o_, c_, tc, dh, dc, do_, di, df, dg
+    # Packed W_hh by its output columns (for dh_{t-1}) and W_hr by its units, or NULL.
+    cdef floating* packed_hh = packed
+    cdef floating* packed_hr = packed + fastrnn_packed_size(1, P, G) if packed != NULL and proj else NULL
 
     cdef unsigned int fp_mode = fastrnn_flush_denormals()
     cdef int sense = 0
@@ -194,6 +208,8 @@ cdef void _backward_body(
     split_units(P, tid, nt, &p0, &p1)
     hk = j1 - j0
     pk = p1 - p0
+    pack_weights(w_hh, False, G, 1, P, p0, p1, packed_hh)
+    pack_weights(w_hr, False, P, 1, H, j0, j1, packed_hr)
     # dh0 and dc0 carry the running state gradients; they end as the answers.
     copy_block(dh0, P, dh_n, P, B, p0, p1)
     copy_block(dc0, H, dc_n, H, B, j0, j1)
@@ -214,8 +230,8 @@ cdef void _backward_body(
                     dh_all[(row + b) * P + j] = dh
             fastrnn_team_barrier(sync, nt, &sense)
             # d(o * tanh c)[:, own units] = dh_t . W_hr[:, own units]
-            gemm(False, False, bs, hk, P, <floating>1, dh_all + row * P, P, w_hr + j0, H,
-                 <floating>0, dr + j0, H)
+            step_gemm(bs, P, dh_all + row * P, P, w_hr, False, packed_hr, 1, H, j0, j1,
+                      dr, H, False)
         for b in range(bs):
             for j in range(j0, j1):
                 k = (row + b) * H + j
@@ -244,8 +260,7 @@ cdef void _backward_body(
                 d_row[b * G + 3 * H + j] = do_ * o_ * (1 - o_)
         fastrnn_team_barrier(sync, nt, &sense)
         # dh_{t-1}[:, own outputs] = d_gates_t . W_hh[:, own outputs]
-        gemm(False, False, bs, pk, G, <floating>1, d_row, G, w_hh + p0, P,
-             <floating>0, dh0 + p0, P)
+        step_gemm(bs, G, d_row, G, w_hh, False, packed_hh, 1, P, p0, p1, dh0, P, False)
         if up:
             off += bs
     fastrnn_team_barrier(sync, nt, &sense)
@@ -288,15 +303,20 @@ cdef void lstm_backward(
     cdef fastrnn_team_sync sync
     sync.count = 0
     sync.sense = 0
+    cdef floating* packed = alloc_packed(
+        x, total_rows(T, B, batch_sizes),
+        fastrnn_packed_size(1, P, 4 * H) + (fastrnn_packed_size(1, H, P) if P != H else 0))
     if num_threads <= 1:
         _backward_body(T, B, I, H, P, batch_sizes, reverse, x, w_ih, w_hh, w_hr, gates, cs,
                        c_prevs, h_prevs, rs, dy, ldy, dh_n, dc_n, dx, accumulate_dx, dh0,
-                       dc0, dw_ih, dw_hh, db, dw_hr, work, 0, 1, &sync)
-        return
-    with parallel(num_threads=num_threads):
-        _backward_body(T, B, I, H, P, batch_sizes, reverse, x, w_ih, w_hh, w_hr, gates, cs,
-                       c_prevs, h_prevs, rs, dy, ldy, dh_n, dc_n, dx, accumulate_dx, dh0,
-                       dc0, dw_ih, dw_hh, db, dw_hr, work, omp_get_thread_num(), omp_get_num_threads(), &sync)
+                       dc0, dw_ih, dw_hh, db, dw_hr, work, packed, 0, 1, &sync)
+    else:
+        with parallel(num_threads=num_threads):
+            _backward_body(T, B, I, H, P, batch_sizes, reverse, x, w_ih, w_hh, w_hr, gates,
+                           cs, c_prevs, h_prevs, rs, dy, ldy, dh_n, dc_n, dx, accumulate_dx,
+                           dh0, dc0, dw_ih, dw_hh, db, dw_hr, work, packed,
+                           omp_get_thread_num(), omp_get_num_threads(), &sync)
+    free(packed)
 
 
 # ----------------------------------------------------------------- Python entry points

@@ -3,6 +3,7 @@
 # All are ``inline`` so they compile into each kernel module and cost no call.
 from cython cimport floating
 from libc.math cimport tanh
+from libc.stdlib cimport malloc
 
 from fastrnn.kernels.blas cimport gemm
 
@@ -124,6 +125,23 @@ cdef extern from "fastrnn/kernels/_cells.h":
     void fastrnn_rnn_row_f64(double* pre, double* h_out, Py_ssize_t j0, Py_ssize_t j1,
                              int activation, int training) noexcept nogil
 
+cdef extern from "fastrnn/kernels/_packed_gemm.h":
+    Py_ssize_t fastrnn_packed_size(Py_ssize_t n_gates, Py_ssize_t H, Py_ssize_t K) noexcept nogil
+    void fastrnn_pack_f32(const float* w, Py_ssize_t rs_k, Py_ssize_t cs_n, Py_ssize_t K,
+                          Py_ssize_t n_gates, Py_ssize_t H, Py_ssize_t j0, Py_ssize_t j1,
+                          float* packed) noexcept nogil
+    void fastrnn_pack_f64(const double* w, Py_ssize_t rs_k, Py_ssize_t cs_n, Py_ssize_t K,
+                          Py_ssize_t n_gates, Py_ssize_t H, Py_ssize_t j0, Py_ssize_t j1,
+                          double* packed) noexcept nogil
+    void fastrnn_packed_gemm_f32(Py_ssize_t M, Py_ssize_t K, const float* a, Py_ssize_t lda,
+                                 const float* packed, Py_ssize_t n_gates, Py_ssize_t H,
+                                 Py_ssize_t j0, Py_ssize_t j1, float* c, Py_ssize_t ldc,
+                                 int accumulate) noexcept nogil
+    void fastrnn_packed_gemm_f64(Py_ssize_t M, Py_ssize_t K, const double* a, Py_ssize_t lda,
+                                 const double* packed, Py_ssize_t n_gates, Py_ssize_t H,
+                                 Py_ssize_t j0, Py_ssize_t j1, double* c, Py_ssize_t ldc,
+                                 int accumulate) noexcept nogil
+
 
 # Threads split hidden units in blocks of UNIT_BLOCK so that each thread's columns
 # start on a 32-byte boundary of every gate row (vector loads, no false sharing).
@@ -132,6 +150,10 @@ cdef enum:
     # Rows of input projection computed at a time in inference, so that the
     # scratch stays bounded whatever T is (one GEMM per chunk, not per step).
     CHUNK_ROWS = 512
+    # Packing the recurrent weights costs about 2-5 batch-1 steps (half a step at
+    # batch 32) and halves every step after; shorter sequences (a stream's single
+    # step among them) keep calling BLAS.
+    PACK_MIN_ROWS = 16
 
 
 cdef inline void split_units(Py_ssize_t n, int tid, int nt,
@@ -372,3 +394,64 @@ cdef inline Py_ssize_t chunk_first_row(Py_ssize_t T, Py_ssize_t B,
         return off
     chunk_n[0] = rows_between(B, batch_sizes, T - s_chunk - n_chunk, T - s_chunk)
     return off - chunk_n[0]
+
+
+# ------------------------------------------------ recurrent products on packed weights
+
+cdef inline floating* alloc_packed(const floating* like, Py_ssize_t rows,
+                                   Py_ssize_t n) noexcept nogil:
+    """Room for ``n`` packed weight elements when a sequence of ``rows`` packed rows
+    repays packing; NULL otherwise, or if malloc fails: step_gemm then calls BLAS.
+
+    Allocated once per kernel call, before the team starts (``like`` only picks
+    the type); the caller frees it after the team ends."""
+    if rows < PACK_MIN_ROWS or n <= 0:
+        return NULL
+    return <floating*>malloc(n * sizeof(floating))
+
+
+cdef inline void pack_weights(const floating* w, bint by_rows, Py_ssize_t K,
+                              Py_ssize_t n_gates, Py_ssize_t H, Py_ssize_t j0, Py_ssize_t j1,
+                              floating* packed) noexcept nogil:
+    """Pack this thread's columns {g*H + u : g < n_gates, j0 <= u < j1} of B for
+    step_gemm (no-op when ``packed`` is NULL).  ``by_rows``: w is (n_gates*H, K),
+    one row per column (C += A . w^T, the forward); else w is (K, n_gates*H)
+    (C += A . w, the backward)."""
+    if packed == NULL:
+        return
+    if floating is float:
+        if by_rows:
+            fastrnn_pack_f32(w, 1, K, K, n_gates, H, j0, j1, packed)
+        else:
+            fastrnn_pack_f32(w, n_gates * H, 1, K, n_gates, H, j0, j1, packed)
+    else:
+        if by_rows:
+            fastrnn_pack_f64(w, 1, K, K, n_gates, H, j0, j1, packed)
+        else:
+            fastrnn_pack_f64(w, n_gates * H, 1, K, n_gates, H, j0, j1, packed)
+
+
+cdef inline void step_gemm(Py_ssize_t m, Py_ssize_t K, const floating* a, Py_ssize_t lda,
+                           const floating* w, bint by_rows, const floating* packed,
+                           Py_ssize_t n_gates, Py_ssize_t H, Py_ssize_t j0, Py_ssize_t j1,
+                           floating* c, Py_ssize_t ldc, bint accumulate) noexcept nogil:
+    """C[:, g*H + u] (+)= (A . B)[:, g*H + u] for this thread's units, B as in
+    pack_weights: the per-step recurrent product, on the packed copy of w when
+    there is one, else through BLAS.  Overwrites C unless ``accumulate``."""
+    cdef Py_ssize_t g
+    cdef floating beta = 1 if accumulate else 0
+    if m <= 0 or j1 <= j0:
+        return
+    if packed != NULL:
+        if floating is float:
+            fastrnn_packed_gemm_f32(m, K, a, lda, packed, n_gates, H, j0, j1, c, ldc,
+                                    accumulate)
+        else:
+            fastrnn_packed_gemm_f64(m, K, a, lda, packed, n_gates, H, j0, j1, c, ldc,
+                                    accumulate)
+    elif by_rows:
+        gates_gemm(m, n_gates, H, j0, j1, K, a, lda, w, beta, c, ldc)
+    else:
+        for g in range(n_gates):
+            gemm(False, False, m, j1 - j0, K, <floating>1, a, lda, w + g * H + j0,
+                 n_gates * H, beta, c + g * H + j0, ldc)

@@ -1,0 +1,248 @@
+/* The recurrent GEMM of a step on weights packed once per call.
+
+   Every step multiplies the same weight matrix by a handful of state rows.
+   A BLAS call re-packs the weight operand on each call (OpenBLAS spent a fifth
+   of an LSTM's time there) and is tuned for large M.  Here the caller packs its
+   own columns of the weights once per kernel call, the way ONNX Runtime's
+   MlasGemmPackB does, and each step runs a register-tiled micro-kernel over
+   them.
+
+   Columns.  A thread owns units [j0, j1) of each of n_gates blocks of H
+   columns: the column set {g * H + u : g < n_gates, j0 <= u < j1}, the same
+   column indices in the weights' B(k, col) and in C.  j0 is a multiple of
+   FASTRNN_GROUP (split_units guarantees it).
+
+   Packed layout.  The column set is cut into groups of FASTRNN_GROUP columns
+   (per gate; the last group of a gate may be narrower and is padded with
+   zeros), group q holding B(k, col_q + e) at packed[(q * K + k) * 8 + e].
+   A thread's groups start at element n_gates * j0 * K of a buffer of
+   fastrnn_packed_size(n_gates, H, K) elements shared by the whole team.
+
+   Written with GCC vector extensions, so one source serves AVX2/AVX-512 under
+   -march=native and plain SSE2 in a portable build. */
+#ifndef FASTRNN_PACKED_GEMM_H
+#define FASTRNN_PACKED_GEMM_H
+#include <stddef.h>
+#include <string.h>
+
+#define FASTRNN_GROUP 8
+
+/* The tile's loops over its constant sizes must unroll before GCC decides where
+   the accumulators live, or they stay in memory. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define FASTRNN_UNROLL _Pragma("GCC unroll 16")
+#elif defined(__clang__)
+#define FASTRNN_UNROLL _Pragma("unroll")
+#else
+#define FASTRNN_UNROLL
+#endif
+
+#if defined(__GNUC__)
+#define FASTRNN_PG_INLINE static inline __attribute__((always_inline))
+#else
+#define FASTRNN_PG_INLINE static inline
+#endif
+
+/* Elements of the packed buffer of n_gates blocks of H columns, depth K. */
+static inline ptrdiff_t fastrnn_packed_size(ptrdiff_t n_gates, ptrdiff_t H, ptrdiff_t K) {
+    return n_gates * ((H + FASTRNN_GROUP - 1) / FASTRNN_GROUP) * FASTRNN_GROUP * K;
+}
+
+/* One tile: MR rows of A times NG groups, K deep, KU independent accumulator sets
+   so that enough FMAs are in flight when MR * NG is small.  Each (MR, NG, KU) is its
+   own function with literal sizes, so the accumulators live in registers. */
+#define FASTRNN_DEFINE_TILE(SUF, T, V, MR, NG, KU)                                     \
+static void fastrnn_pg_tile_##SUF##_##MR##_##NG(                                       \
+        ptrdiff_t K, const T* a, ptrdiff_t lda, const T* bp, T* const* c,              \
+        const int* width, ptrdiff_t ldc, int accumulate) {                             \
+    V acc[KU][MR][NG];                                                                 \
+    FASTRNN_UNROLL for (int u = 0; u < KU; u++)                                        \
+        FASTRNN_UNROLL for (int m = 0; m < MR; m++)                                    \
+            FASTRNN_UNROLL for (int g = 0; g < NG; g++)                                \
+                acc[u][m][g] = (V){0};                                                 \
+    ptrdiff_t k = 0;                                                                   \
+    for (; k + KU <= K; k += KU) {                                                     \
+        FASTRNN_UNROLL for (int u = 0; u < KU; u++) {                                  \
+            V b[NG];                                                                   \
+            FASTRNN_UNROLL for (int g = 0; g < NG; g++)                                \
+                memcpy(&b[g], bp + (g * K + k + u) * FASTRNN_GROUP, sizeof(V));        \
+            FASTRNN_UNROLL for (int m = 0; m < MR; m++) {                              \
+                T s = a[m * lda + k + u];                                              \
+                V av = {s, s, s, s, s, s, s, s};                                       \
+                FASTRNN_UNROLL for (int g = 0; g < NG; g++)                            \
+                    acc[u][m][g] += av * b[g];                                         \
+            }                                                                          \
+        }                                                                              \
+    }                                                                                  \
+    for (; k < K; k++) {                                                               \
+        V b[NG];                                                                       \
+        FASTRNN_UNROLL for (int g = 0; g < NG; g++)                                    \
+            memcpy(&b[g], bp + (g * K + k) * FASTRNN_GROUP, sizeof(V));                \
+        FASTRNN_UNROLL for (int m = 0; m < MR; m++) {                                  \
+            T s = a[m * lda + k];                                                      \
+            V av = {s, s, s, s, s, s, s, s};                                           \
+            FASTRNN_UNROLL for (int g = 0; g < NG; g++)                                \
+                acc[0][m][g] += av * b[g];                                             \
+        }                                                                              \
+    }                                                                                  \
+    FASTRNN_UNROLL for (int u = 1; u < KU; u++)                                        \
+        FASTRNN_UNROLL for (int m = 0; m < MR; m++)                                    \
+            FASTRNN_UNROLL for (int g = 0; g < NG; g++)                                \
+                acc[0][m][g] += acc[u][m][g];                                          \
+    FASTRNN_UNROLL for (int m = 0; m < MR; m++) {                                      \
+        FASTRNN_UNROLL for (int g = 0; g < NG; g++) {                                  \
+            T* dst = c[g] + m * ldc;                                                   \
+            V r = acc[0][m][g];                                                        \
+            if (width[g] == FASTRNN_GROUP) {                                           \
+                if (accumulate) {                                                      \
+                    V old;                                                             \
+                    memcpy(&old, dst, sizeof(V));                                      \
+                    r += old;                                                          \
+                }                                                                      \
+                memcpy(dst, &r, sizeof(V));                                            \
+            } else {                                                                   \
+                for (int e = 0; e < width[g]; e++)                                     \
+                    dst[e] = accumulate ? dst[e] + r[e] : r[e];                        \
+            }                                                                          \
+        }                                                                              \
+    }                                                                                  \
+}
+
+#define FASTRNN_DEFINE_PACKED_GEMM(SUF, T, V, MR_MAX)                                  \
+/* B(k, col) = w[k * rs_k + col * cs_n]: rs_k = 1, cs_n = ldw for C += A . W^T        \
+   (W row-major, one row per output column), rs_k = ldw, cs_n = 1 for C += A . W. */   \
+static void fastrnn_pack_##SUF(const T* w, ptrdiff_t rs_k, ptrdiff_t cs_n, ptrdiff_t K, \
+                               ptrdiff_t n_gates, ptrdiff_t H, ptrdiff_t j0,           \
+                               ptrdiff_t j1, T* packed) {                              \
+    T* dst = packed + n_gates * j0 * K;                                                \
+    for (ptrdiff_t g = 0; g < n_gates; g++) {                                          \
+        for (ptrdiff_t u = j0; u < j1; u += FASTRNN_GROUP) {                           \
+            ptrdiff_t width = j1 - u < FASTRNN_GROUP ? j1 - u : FASTRNN_GROUP;         \
+            const T* src = w + (g * H + u) * cs_n;                                     \
+            if (width < FASTRNN_GROUP)                                                 \
+                memset(dst, 0, (size_t)K * FASTRNN_GROUP * sizeof(T));                 \
+            if (cs_n == 1) {                                                           \
+                for (ptrdiff_t k = 0; k < K; k++)                                      \
+                    for (ptrdiff_t e = 0; e < width; e++)                              \
+                        dst[k * FASTRNN_GROUP + e] = src[k * rs_k + e];                \
+            } else {                                                                   \
+                for (ptrdiff_t e = 0; e < width; e++)                                  \
+                    for (ptrdiff_t k = 0; k < K; k++)                                  \
+                        dst[k * FASTRNN_GROUP + e] = src[e * cs_n + k * rs_k];         \
+            }                                                                          \
+            dst += K * FASTRNN_GROUP;                                                  \
+        }                                                                              \
+    }                                                                                  \
+}                                                                                      \
+                                                                                       \
+/* C[m, col] (+)= sum_k A[m, k] B(k, col) for m < M and this thread's column set,    \
+   B packed by fastrnn_pack_##SUF with the same n_gates, H, j0, j1, K.  Overwrites C \
+   unless accumulate. */                                                              \
+static void fastrnn_packed_gemm_##SUF(ptrdiff_t M, ptrdiff_t K, const T* a,            \
+        ptrdiff_t lda, const T* packed, ptrdiff_t n_gates, ptrdiff_t H, ptrdiff_t j0,   \
+        ptrdiff_t j1, T* c, ptrdiff_t ldc, int accumulate) {                           \
+    ptrdiff_t per_gate = (j1 - j0 + FASTRNN_GROUP - 1) / FASTRNN_GROUP;                 \
+    ptrdiff_t nq = n_gates * per_gate;                                                 \
+    const T* base = packed + n_gates * j0 * K;                                         \
+    /* Rows of A per pass over the weights: A's block stays in L2 (~128 KB). */        \
+    ptrdiff_t rows_per_pass = (ptrdiff_t)(131072 / sizeof(T)) / (K > 0 ? K : 1);       \
+    rows_per_pass = rows_per_pass < MR_MAX ? MR_MAX : rows_per_pass / MR_MAX * MR_MAX; \
+    if (M <= 0 || nq <= 0) return;                                                     \
+    if (K <= 0) {                                                                      \
+        if (accumulate) return;                                                        \
+        for (ptrdiff_t q = 0; q < nq; q++) {                                           \
+            ptrdiff_t u = j0 + (q % per_gate) * FASTRNN_GROUP;                         \
+            ptrdiff_t w = j1 - u < FASTRNN_GROUP ? j1 - u : FASTRNN_GROUP;             \
+            for (ptrdiff_t m = 0; m < M; m++)                                          \
+                memset(c + m * ldc + (q / per_gate) * H + u, 0, (size_t)w * sizeof(T)); \
+        }                                                                              \
+        return;                                                                        \
+    }                                                                                  \
+    for (ptrdiff_t m_pass = 0; m_pass < M; m_pass += rows_per_pass) {                  \
+        ptrdiff_t m_end = m_pass + rows_per_pass < M ? m_pass + rows_per_pass : M;     \
+        for (ptrdiff_t q = 0; q < nq; q += 2) {                                        \
+            int ng = nq - q >= 2 ? 2 : 1;                                              \
+            T* cols[2];                                                                \
+            int width[2];                                                              \
+            for (int g = 0; g < ng; g++) {                                             \
+                ptrdiff_t u = j0 + ((q + g) % per_gate) * FASTRNN_GROUP;               \
+                cols[g] = c + ((q + g) / per_gate) * H + u;                            \
+                width[g] = (int)(j1 - u < FASTRNN_GROUP ? j1 - u : FASTRNN_GROUP);     \
+            }                                                                          \
+            const T* bp = base + q * K * FASTRNN_GROUP;                                \
+            for (ptrdiff_t m = m_pass; m < m_end; m += MR_MAX) {                       \
+                int mr = (int)(m_end - m < MR_MAX ? m_end - m : MR_MAX);               \
+                T* cm[2] = {cols[0] + m * ldc, ng > 1 ? cols[1] + m * ldc : NULL};     \
+                const T* am = a + m * lda;                                             \
+                fastrnn_pg_dispatch_##SUF(mr, ng, K, am, lda, bp, cm, width, ldc,       \
+                                          accumulate);                                 \
+            }                                                                          \
+        }                                                                              \
+    }                                                                                  \
+}
+
+/* Accumulator sets per tile: at least 8 vector FMAs in flight (two FMA units
+   of four cycles' latency) without running out of the 16 vector registers. */
+#define FASTRNN_PG_CASE(SUF, MR, NG)                                                   \
+    case (MR) * 4 + (NG):                                                              \
+        fastrnn_pg_tile_##SUF##_##MR##_##NG(K, a, lda, bp, c, width, ldc, accumulate);  \
+        return;
+
+typedef float fastrnn_v8f __attribute__((vector_size(32)));
+typedef double fastrnn_v8d __attribute__((vector_size(64)));
+
+/* float32: a group is one 8-lane vector; tiles up to 6 rows x 2 groups.
+   float64: a group is two 4-lane vectors; tiles up to 3 rows x 2 groups. */
+static void fastrnn_pg_dispatch_f32(int mr, int ng, ptrdiff_t K, const float* a,
+        ptrdiff_t lda, const float* bp, float* const* c, const int* width,
+        ptrdiff_t ldc, int accumulate);
+static void fastrnn_pg_dispatch_f64(int mr, int ng, ptrdiff_t K, const double* a,
+        ptrdiff_t lda, const double* bp, double* const* c, const int* width,
+        ptrdiff_t ldc, int accumulate);
+
+FASTRNN_DEFINE_TILE(f32, float, fastrnn_v8f, 6, 2, 1)
+FASTRNN_DEFINE_TILE(f32, float, fastrnn_v8f, 6, 1, 2)
+FASTRNN_DEFINE_TILE(f32, float, fastrnn_v8f, 5, 2, 1)
+FASTRNN_DEFINE_TILE(f32, float, fastrnn_v8f, 5, 1, 2)
+FASTRNN_DEFINE_TILE(f32, float, fastrnn_v8f, 4, 2, 1)
+FASTRNN_DEFINE_TILE(f32, float, fastrnn_v8f, 4, 1, 2)
+FASTRNN_DEFINE_TILE(f32, float, fastrnn_v8f, 3, 2, 2)
+FASTRNN_DEFINE_TILE(f32, float, fastrnn_v8f, 3, 1, 3)
+FASTRNN_DEFINE_TILE(f32, float, fastrnn_v8f, 2, 2, 2)
+FASTRNN_DEFINE_TILE(f32, float, fastrnn_v8f, 2, 1, 4)
+FASTRNN_DEFINE_TILE(f32, float, fastrnn_v8f, 1, 2, 4)
+FASTRNN_DEFINE_TILE(f32, float, fastrnn_v8f, 1, 1, 8)
+FASTRNN_DEFINE_TILE(f64, double, fastrnn_v8d, 3, 2, 1)
+FASTRNN_DEFINE_TILE(f64, double, fastrnn_v8d, 3, 1, 2)
+FASTRNN_DEFINE_TILE(f64, double, fastrnn_v8d, 2, 2, 1)
+FASTRNN_DEFINE_TILE(f64, double, fastrnn_v8d, 2, 1, 2)
+FASTRNN_DEFINE_TILE(f64, double, fastrnn_v8d, 1, 2, 2)
+FASTRNN_DEFINE_TILE(f64, double, fastrnn_v8d, 1, 1, 4)
+
+FASTRNN_DEFINE_PACKED_GEMM(f32, float, fastrnn_v8f, 6)
+FASTRNN_DEFINE_PACKED_GEMM(f64, double, fastrnn_v8d, 3)
+
+static void fastrnn_pg_dispatch_f32(int mr, int ng, ptrdiff_t K, const float* a,
+        ptrdiff_t lda, const float* bp, float* const* c, const int* width,
+        ptrdiff_t ldc, int accumulate) {
+    switch (mr * 4 + ng) {
+        FASTRNN_PG_CASE(f32, 6, 2) FASTRNN_PG_CASE(f32, 6, 1)
+        FASTRNN_PG_CASE(f32, 5, 2) FASTRNN_PG_CASE(f32, 5, 1)
+        FASTRNN_PG_CASE(f32, 4, 2) FASTRNN_PG_CASE(f32, 4, 1)
+        FASTRNN_PG_CASE(f32, 3, 2) FASTRNN_PG_CASE(f32, 3, 1)
+        FASTRNN_PG_CASE(f32, 2, 2) FASTRNN_PG_CASE(f32, 2, 1)
+        FASTRNN_PG_CASE(f32, 1, 2) FASTRNN_PG_CASE(f32, 1, 1)
+    }
+}
+
+static void fastrnn_pg_dispatch_f64(int mr, int ng, ptrdiff_t K, const double* a,
+        ptrdiff_t lda, const double* bp, double* const* c, const int* width,
+        ptrdiff_t ldc, int accumulate) {
+    switch (mr * 4 + ng) {
+        FASTRNN_PG_CASE(f64, 3, 2) FASTRNN_PG_CASE(f64, 3, 1)
+        FASTRNN_PG_CASE(f64, 2, 2) FASTRNN_PG_CASE(f64, 2, 1)
+        FASTRNN_PG_CASE(f64, 1, 2) FASTRNN_PG_CASE(f64, 1, 1)
+    }
+}
+
+#endif
