@@ -76,3 +76,50 @@ def gemm_memview(bint trans_a, bint trans_b, double alpha, floating[:, ::1] a,
     with nogil:
         gemm(trans_a, trans_b, m, n, k, <floating>alpha, pa, a.shape[1], pb, b.shape[1],
              <floating>beta, pc, n)
+
+
+cdef extern from "fastrnn/kernels/_packed_gemm.h":
+    Py_ssize_t fastrnn_packed_size(Py_ssize_t n_gates, Py_ssize_t H, Py_ssize_t K) noexcept nogil
+    void fastrnn_pack_f32(const float* w, Py_ssize_t rs_k, Py_ssize_t cs_n, Py_ssize_t K,
+                          Py_ssize_t n_gates, Py_ssize_t H, Py_ssize_t j0, Py_ssize_t j1,
+                          float* packed) noexcept nogil
+    void fastrnn_pack_f64(const double* w, Py_ssize_t rs_k, Py_ssize_t cs_n, Py_ssize_t K,
+                          Py_ssize_t n_gates, Py_ssize_t H, Py_ssize_t j0, Py_ssize_t j1,
+                          double* packed) noexcept nogil
+    void fastrnn_packed_gemm_f32(Py_ssize_t M, Py_ssize_t K, const float* a, Py_ssize_t lda,
+                                 const float* packed, Py_ssize_t n_gates, Py_ssize_t H,
+                                 Py_ssize_t j0, Py_ssize_t j1, float* c, Py_ssize_t ldc,
+                                 int accumulate) noexcept nogil
+    void fastrnn_packed_gemm_f64(Py_ssize_t M, Py_ssize_t K, const double* a, Py_ssize_t lda,
+                                 const double* packed, Py_ssize_t n_gates, Py_ssize_t H,
+                                 Py_ssize_t j0, Py_ssize_t j1, double* c, Py_ssize_t ldc,
+                                 int accumulate) noexcept nogil
+
+
+def packed_gemm_memview(floating[:, ::1] a, floating[:, ::1] w, bint by_rows,
+                        Py_ssize_t n_gates, Py_ssize_t H, Py_ssize_t j0, Py_ssize_t j1,
+                        floating[:, ::1] c, bint accumulate):
+    """The kernels' per-step product on packed weights, for tests: C[:, g*H + u]
+    (+)= A . B[:, g*H + u] for g < n_gates, j0 <= u < j1, with B = w.T when
+    ``by_rows`` (w is (n_gates*H, K)) else w (K, n_gates*H); j0 % 8 == 0."""
+    cdef Py_ssize_t M = a.shape[0], K = a.shape[1]
+    if (j0 % 8 and j0 != j1) or not 0 <= j0 <= j1 <= H or c.shape[0] != M or c.shape[1] != n_gates * H \
+            or (w.shape[0], w.shape[1]) != ((n_gates * H, K) if by_rows else (K, n_gates * H)):
+        raise ValueError("packed_gemm_memview: operand shapes do not agree")
+    packed_arr = np.full(max(fastrnn_packed_size(n_gates, H, K), 1), np.nan,
+                         np.asarray(a).dtype)
+    cdef floating[::1] packed = packed_arr
+    cdef Py_ssize_t rs_k = 1 if by_rows else n_gates * H
+    cdef Py_ssize_t cs_n = K if by_rows else 1
+    cdef const floating* pa = &a[0, 0] if a.size else NULL
+    cdef const floating* pw = &w[0, 0] if w.size else NULL
+    cdef floating* pc = &c[0, 0] if c.size else NULL
+    with nogil:
+        if floating is float:
+            fastrnn_pack_f32(pw, rs_k, cs_n, K, n_gates, H, j0, j1, &packed[0])
+            fastrnn_packed_gemm_f32(M, K, pa, K, &packed[0], n_gates, H, j0, j1, pc,
+                                    n_gates * H, accumulate)
+        else:
+            fastrnn_pack_f64(pw, rs_k, cs_n, K, n_gates, H, j0, j1, &packed[0])
+            fastrnn_packed_gemm_f64(M, K, pa, K, &packed[0], n_gates, H, j0, j1, pc,
+                                    n_gates * H, accumulate)

@@ -17,6 +17,7 @@ of r * h before its n GEMM, so it takes a second barrier per step.
 
 from cython cimport floating
 from cython.parallel cimport parallel
+from libc.stdlib cimport free
 
 from fastrnn.kernels.blas cimport gemm
 from fastrnn.kernels.common cimport (
@@ -24,7 +25,7 @@ from fastrnn.kernels.common cimport (
     fastrnn_restore_fp_mode, split_units, split_rows,
     sigmoid, tanh_, total_rows, active_rows, rows_finishing_from,
     fill_bias, column_sums, copy_block, chunk_steps, chunk_first_row, publish_step, gru_row, gru_rz_row, gru_n_row,
-    gates_gemm, gates_weight_grad)
+    gates_gemm, gates_weight_grad, fastrnn_packed_size, alloc_packed, pack_weights, step_gemm)
 
 
 cdef Py_ssize_t gru_workspace_size(Py_ssize_t T, Py_ssize_t B, Py_ssize_t H,
@@ -48,7 +49,7 @@ cdef void _forward_body(
         const floating* b_ih, const floating* b_hh, const floating* h0,
         floating* y, Py_ssize_t ldy, floating* h_n,
         floating* gates, floating* hns, floating* h_prevs,
-        floating* work, int tid, int nt,
+        floating* work, floating* packed, int tid, int nt,
         fastrnn_team_sync* sync) noexcept nogil:
     cdef bint training = gates != NULL
     cdef bint up = not reverse
@@ -68,11 +69,16 @@ cdef void _forward_body(
     cdef floating* hn_t
     cdef floating* rh_t
     cdef const floating* b_hn = b_hh + 2 * H if b_hh != NULL else NULL
+    # Packed W_hr, W_hz (the thread's r and z columns) and W_hn, or NULL.
+    cdef floating* packed_rz = packed
+    cdef floating* packed_n = packed + fastrnn_packed_size(2, H, H) if packed != NULL else NULL
 
     cdef unsigned int fp_mode = fastrnn_flush_denormals()
     cdef int sense = 0
     split_units(H, tid, nt, &j0, &j1)
     hk = j1 - j0
+    pack_weights(w_hh, True, H, 2, H, j0, j1, packed_rz)
+    pack_weights(w_hh + 2 * H * H, True, H, 1, H, j0, j1, packed_n)
     copy_block(h_cur, H, h0, H, B, j0, j1)
     copy_block(h_next, H, h0, H, B, j0, j1)
     fastrnn_team_barrier(sync, nt, &sense)
@@ -96,11 +102,11 @@ cdef void _forward_body(
             row = off
             xp_row = xp + (row if training else row - base) * G
             finish = rows_finishing_from(T, B, batch_sizes, t, up, bs)
-            gates_gemm(bs, 2, H, j0, j1, H, h_cur, H, w_hh, <floating>1, xp_row, G)
+            step_gemm(bs, H, h_cur, H, w_hh, True, packed_rz, 2, H, j0, j1, xp_row, G, True)
             if reset_after:
                 hn_t = hns + row * H if training else hn_scratch
-                gemm(False, True, bs, hk, H, <floating>1, h_cur, H,
-                     w_hh + (2 * H + j0) * H, H, <floating>0, hn_t + j0, H)
+                step_gemm(bs, H, h_cur, H, w_hh + 2 * H * H, True, packed_n, 1, H, j0, j1,
+                          hn_t, H, False)
                 for b in range(bs):
                     gru_row(xp_row + b * G, hn_t + b * H, b_hn, h_cur + b * H,
                             h_next + b * H, H, j0, j1, training)
@@ -110,8 +116,8 @@ cdef void _forward_body(
                 for b in range(bs):
                     gru_rz_row(xp_row + b * G, h_cur + b * H, rh_t + b * H, H, j0, j1)
                 fastrnn_team_barrier(sync, nt, &sense)
-                gemm(False, True, bs, hk, H, <floating>1, rh_t, H,
-                     w_hh + (2 * H + j0) * H, H, <floating>0, hn_scratch + j0, H)
+                step_gemm(bs, H, rh_t, H, w_hh + 2 * H * H, True, packed_n, 1, H, j0, j1,
+                          hn_scratch, H, False)
                 for b in range(bs):
                     gru_n_row(xp_row + b * G, hn_scratch + b * H, b_hn, h_cur + b * H,
                               h_next + b * H, H, j0, j1, training)
@@ -143,14 +149,16 @@ cdef void gru_forward(
     cdef fastrnn_team_sync sync
     sync.count = 0
     sync.sense = 0
+    cdef floating* packed = alloc_packed(x, T * B, fastrnn_packed_size(3, H, H))
     if num_threads <= 1:
         _forward_body(T, B, I, H, batch_sizes, reverse, reset_after, x, w_ih, w_hh, b_ih,
-                      b_hh, h0, y, ldy, h_n, gates, hns, h_prevs, work, 0, 1, &sync)
-        return
-    with parallel(num_threads=num_threads):
-        _forward_body(T, B, I, H, batch_sizes, reverse, reset_after, x, w_ih, w_hh, b_ih,
-                      b_hh, h0, y, ldy, h_n, gates, hns, h_prevs, work,
-                      omp_get_thread_num(), omp_get_num_threads(), &sync)
+                      b_hh, h0, y, ldy, h_n, gates, hns, h_prevs, work, packed, 0, 1, &sync)
+    else:
+        with parallel(num_threads=num_threads):
+            _forward_body(T, B, I, H, batch_sizes, reverse, reset_after, x, w_ih, w_hh,
+                          b_ih, b_hh, h0, y, ldy, h_n, gates, hns, h_prevs, work, packed,
+                          omp_get_thread_num(), omp_get_num_threads(), &sync)
+    free(packed)
 
 
 cdef void _backward_body(
@@ -161,7 +169,7 @@ cdef void _backward_body(
         const floating* dy, Py_ssize_t ldy, const floating* dh_n,
         floating* dx, bint accumulate_dx, floating* dh0,
         floating* dw_ih, floating* dw_hh, floating* db_ih, floating* db_hh,
-        floating* work, int tid, int nt,
+        floating* work, floating* packed, int tid, int nt,
         fastrnn_team_sync* sync) noexcept nogil:
     cdef bint up = reverse
     cdef Py_ssize_t G = 3 * H
@@ -171,11 +179,16 @@ cdef void _backward_body(
     cdef floating* d_row
     cdef floating* drh = work
     cdef floating r_, z_, n_, h_prev, dh, dan, dr
+    # Packed W_hr and W_hz stacked (2H, H) and W_hn (H, H), by the thread's units.
+    cdef floating* packed_rz = packed
+    cdef floating* packed_n = packed + fastrnn_packed_size(1, H, 2 * H) if packed != NULL else NULL
 
     cdef unsigned int fp_mode = fastrnn_flush_denormals()
     cdef int sense = 0
     split_units(H, tid, nt, &j0, &j1)
     hk = j1 - j0
+    pack_weights(w_hh, False, 2 * H, 1, H, j0, j1, packed_rz)
+    pack_weights(w_hh + 2 * H * H, False, H, 1, H, j0, j1, packed_n)
     copy_block(dh0, H, dh_n, H, B, j0, j1)
 
     for s in range(T):
@@ -205,12 +218,12 @@ cdef void _backward_body(
                     hns[k] = dan * r_             # now d(W_hn h + b_hn)
         fastrnn_team_barrier(sync, nt, &sense)
         if reset_after:
-            gemm(False, False, bs, hk, H, <floating>1, hns + row * H, H,
-                 w_hh + 2 * H * H + j0, H, <floating>1, dh0 + j0, H)
+            step_gemm(bs, H, hns + row * H, H, w_hh + 2 * H * H, False, packed_n, 1, H, j0, j1,
+                      dh0, H, True)
         else:
             # d(r h) = dan . W_hn, then r's gradient, which the r-z GEMM below needs.
-            gemm(False, False, bs, hk, H, <floating>1, d_row + 2 * H, G,
-                 w_hh + 2 * H * H + j0, H, <floating>0, drh + j0, H)
+            step_gemm(bs, H, d_row + 2 * H, G, w_hh + 2 * H * H, False, packed_n, 1, H, j0, j1,
+                      drh, H, False)
             for b in range(bs):
                 for j in range(j0, j1):
                     r_ = d_row[b * G + j]
@@ -218,8 +231,7 @@ cdef void _backward_body(
                     d_row[b * G + j] = dr * r_ * (1 - r_)
                     dh0[b * H + j] += drh[b * H + j] * r_
             fastrnn_team_barrier(sync, nt, &sense)
-        gemm(False, False, bs, hk, 2 * H, <floating>1, d_row, G, w_hh + j0, H,
-             <floating>1, dh0 + j0, H)
+        step_gemm(bs, 2 * H, d_row, G, w_hh, False, packed_rz, 1, H, j0, j1, dh0, H, True)
         if up:
             off += bs
     fastrnn_team_barrier(sync, nt, &sense)
@@ -268,15 +280,19 @@ cdef void gru_backward(
     cdef fastrnn_team_sync sync
     sync.count = 0
     sync.sense = 0
+    cdef floating* packed = alloc_packed(x, total_rows(T, B, batch_sizes),
+                                         fastrnn_packed_size(1, H, 3 * H))
     if num_threads <= 1:
         _backward_body(T, B, I, H, batch_sizes, reverse, reset_after, x, w_ih, w_hh, gates,
                        hns, h_prevs, dy, ldy, dh_n, dx, accumulate_dx, dh0, dw_ih, dw_hh,
-                       db_ih, db_hh, work, 0, 1, &sync)
-        return
-    with parallel(num_threads=num_threads):
-        _backward_body(T, B, I, H, batch_sizes, reverse, reset_after, x, w_ih, w_hh, gates,
-                       hns, h_prevs, dy, ldy, dh_n, dx, accumulate_dx, dh0, dw_ih, dw_hh,
-                       db_ih, db_hh, work, omp_get_thread_num(), omp_get_num_threads(), &sync)
+                       db_ih, db_hh, work, packed, 0, 1, &sync)
+    else:
+        with parallel(num_threads=num_threads):
+            _backward_body(T, B, I, H, batch_sizes, reverse, reset_after, x, w_ih, w_hh,
+                           gates, hns, h_prevs, dy, ldy, dh_n, dx, accumulate_dx, dh0, dw_ih,
+                           dw_hh, db_ih, db_hh, work, packed, omp_get_thread_num(),
+                           omp_get_num_threads(), &sync)
+    free(packed)
 
 
 # ----------------------------------------------------------------- Python entry points

@@ -11,13 +11,15 @@ Layouts as in fastrnn.kernels.lstm, with G = H:
 
 from cython cimport floating
 from cython.parallel cimport parallel
+from libc.stdlib cimport free
 
 from fastrnn.kernels.blas cimport gemm
 from fastrnn.kernels.common cimport (
     omp_get_thread_num, omp_get_num_threads, fastrnn_team_barrier, fastrnn_team_sync, fastrnn_flush_denormals,
     fastrnn_restore_fp_mode, split_units, split_rows,
     sigmoid, tanh_, total_rows, active_rows, rows_finishing_from,
-    fill_bias, column_sums, copy_block, chunk_steps, chunk_first_row, publish_step, rnn_row)
+    fill_bias, column_sums, copy_block, chunk_steps, chunk_first_row, publish_step, rnn_row,
+    fastrnn_packed_size, alloc_packed, pack_weights, step_gemm)
 
 ACTIVATIONS = {"tanh": ACT_TANH, "relu": ACT_RELU, "sigmoid": ACT_SIGMOID}
 
@@ -45,7 +47,7 @@ cdef void _forward_body(
         const floating* x, const floating* w_ih, const floating* w_hh,
         const floating* b_ih, const floating* b_hh, const floating* h0,
         floating* y, Py_ssize_t ldy, floating* h_n,
-        floating* hs, floating* h_prevs, floating* work, int tid, int nt,
+        floating* hs, floating* h_prevs, floating* work, floating* packed, int tid, int nt,
         fastrnn_team_sync* sync) noexcept nogil:
     cdef bint training = hs != NULL
     cdef bint up = not reverse
@@ -64,6 +66,7 @@ cdef void _forward_body(
     cdef int sense = 0
     split_units(H, tid, nt, &j0, &j1)
     hk = j1 - j0
+    pack_weights(w_hh, True, H, 1, H, j0, j1, packed)     # W_hh's rows of the thread's units
     copy_block(h_cur, H, h0, H, B, j0, j1)
     copy_block(h_next, H, h0, H, B, j0, j1)
     fastrnn_team_barrier(sync, nt, &sense)
@@ -84,8 +87,7 @@ cdef void _forward_body(
                 off -= bs
             row = off
             xp_row = xp + (row if training else row - base) * H
-            gemm(False, True, bs, hk, H, <floating>1, h_cur, H, w_hh + j0 * H, H,
-                 <floating>1, xp_row + j0, H)
+            step_gemm(bs, H, h_cur, H, w_hh, True, packed, 1, H, j0, j1, xp_row, H, True)
             finish = rows_finishing_from(T, B, batch_sizes, t, up, bs)
             for b in range(bs):
                 rnn_row(xp_row + b * H, h_next + b * H, j0, j1, activation, training)
@@ -116,14 +118,16 @@ cdef void rnn_forward(
     cdef fastrnn_team_sync sync
     sync.count = 0
     sync.sense = 0
+    cdef floating* packed = alloc_packed(x, T * B, fastrnn_packed_size(1, H, H))
     if num_threads <= 1:
         _forward_body(T, B, I, H, batch_sizes, reverse, activation, x, w_ih, w_hh, b_ih,
-                      b_hh, h0, y, ldy, h_n, hs, h_prevs, work, 0, 1, &sync)
-        return
-    with parallel(num_threads=num_threads):
-        _forward_body(T, B, I, H, batch_sizes, reverse, activation, x, w_ih, w_hh, b_ih,
-                      b_hh, h0, y, ldy, h_n, hs, h_prevs, work,
-                      omp_get_thread_num(), omp_get_num_threads(), &sync)
+                      b_hh, h0, y, ldy, h_n, hs, h_prevs, work, packed, 0, 1, &sync)
+    else:
+        with parallel(num_threads=num_threads):
+            _forward_body(T, B, I, H, batch_sizes, reverse, activation, x, w_ih, w_hh, b_ih,
+                          b_hh, h0, y, ldy, h_n, hs, h_prevs, work, packed,
+                          omp_get_thread_num(), omp_get_num_threads(), &sync)
+    free(packed)
 
 
 cdef void _backward_body(
@@ -133,7 +137,7 @@ cdef void _backward_body(
         floating* hs, const floating* h_prevs,
         const floating* dy, Py_ssize_t ldy, const floating* dh_n,
         floating* dx, bint accumulate_dx, floating* dh0,
-        floating* dw_ih, floating* dw_hh, floating* db, int tid, int nt,
+        floating* dw_ih, floating* dw_hh, floating* db, floating* packed, int tid, int nt,
         fastrnn_team_sync* sync) noexcept nogil:
     cdef bint up = reverse
     cdef Py_ssize_t j0, j1, hk, s, t, b, j, bs, row, r0, r1
@@ -146,6 +150,7 @@ cdef void _backward_body(
     cdef int sense = 0
     split_units(H, tid, nt, &j0, &j1)
     hk = j1 - j0
+    pack_weights(w_hh, False, H, 1, H, j0, j1, packed)    # W_hh's columns of the thread's units
     copy_block(dh0, H, dh_n, H, B, j0, j1)
 
     for s in range(T):
@@ -162,8 +167,7 @@ cdef void _backward_body(
                     dh = dh + dy[(row + b) * ldy + j]
                 d_row[b * H + j] = dh * _act_grad(activation, d_row[b * H + j])
         fastrnn_team_barrier(sync, nt, &sense)
-        gemm(False, False, bs, hk, H, <floating>1, d_row, H, w_hh + j0, H,
-             <floating>0, dh0 + j0, H)
+        step_gemm(bs, H, d_row, H, w_hh, False, packed, 1, H, j0, j1, dh0, H, False)
         if up:
             off += bs
     fastrnn_team_barrier(sync, nt, &sense)
@@ -198,15 +202,18 @@ cdef void rnn_backward(
     cdef fastrnn_team_sync sync
     sync.count = 0
     sync.sense = 0
+    cdef floating* packed = alloc_packed(x, total_rows(T, B, batch_sizes),
+                                         fastrnn_packed_size(1, H, H))
     if num_threads <= 1:
         _backward_body(T, B, I, H, batch_sizes, reverse, activation, x, w_ih, w_hh, hs,
                        h_prevs, dy, ldy, dh_n, dx, accumulate_dx, dh0, dw_ih, dw_hh, db,
-                       0, 1, &sync)
-        return
-    with parallel(num_threads=num_threads):
-        _backward_body(T, B, I, H, batch_sizes, reverse, activation, x, w_ih, w_hh, hs,
-                       h_prevs, dy, ldy, dh_n, dx, accumulate_dx, dh0, dw_ih, dw_hh, db,
-                       omp_get_thread_num(), omp_get_num_threads(), &sync)
+                       packed, 0, 1, &sync)
+    else:
+        with parallel(num_threads=num_threads):
+            _backward_body(T, B, I, H, batch_sizes, reverse, activation, x, w_ih, w_hh, hs,
+                           h_prevs, dy, ldy, dh_n, dx, accumulate_dx, dh0, dw_ih, dw_hh, db,
+                           packed, omp_get_thread_num(), omp_get_num_threads(), &sync)
+    free(packed)
 
 
 # ----------------------------------------------------------------- Python entry points

@@ -36,3 +36,58 @@ def test_gemm_rejects_mismatched_shapes():
     with pytest.raises(ValueError):
         _blas.gemm_memview(False, False, 1.0, np.ones((2, 3)), np.ones((4, 5)), 0.0,
                            np.ones((2, 5)))
+
+
+# The per-step product on packed weights (fastrnn/kernels/_packed_gemm.h): every
+# tile shape (rows 1-6 x 1-2 column groups), narrow last groups, a thread's share
+# of the units (j0 > 0), several passes over A (large K), both weight layouts.
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@st.composite
+def packed_problems(draw):
+    n_gates = draw(st.integers(1, 4))
+    H = draw(st.integers(1, 45))
+    blocks = (H + 7) // 8
+    b0 = draw(st.integers(0, blocks))
+    b1 = draw(st.integers(b0, blocks))
+    return dict(M=draw(st.integers(0, 20)), K=draw(st.sampled_from([0, 1, 3, 8, 17, 64])),
+                n_gates=n_gates, H=H, j0=min(8 * b0, H), j1=min(8 * b1, H),
+                by_rows=draw(st.booleans()), accumulate=draw(st.booleans()),
+                dtype=draw(st.sampled_from([np.float32, np.float64])),
+                seed=draw(st.integers(0, 2**31)))
+
+
+def _check_packed(M, K, n_gates, H, j0, j1, by_rows, accumulate, dtype, seed):
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((M, K)).astype(dtype)
+    w = rng.standard_normal((n_gates * H, K) if by_rows else (K, n_gates * H)).astype(dtype)
+    c = rng.standard_normal((M, n_gates * H)).astype(dtype)
+    expected = c.copy()
+    cols = [g * H + u for g in range(n_gates) for u in range(j0, j1)]
+    product = (a.astype(np.float64) @ (w.T if by_rows else w).astype(np.float64))[:, cols]
+    expected[:, cols] = product + (c[:, cols] if accumulate else 0)
+    _blas.packed_gemm_memview(a, w, by_rows, n_gates, H, j0, j1, c, accumulate)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    scale = np.abs(a).sum(axis=1, keepdims=True) * np.abs(w).max(initial=1.0) + 1
+    np.testing.assert_array_less(np.abs(c - expected), np.broadcast_to(tol * scale, c.shape))
+
+
+@settings(max_examples=300, deadline=None)
+@given(packed_problems())
+def test_packed_gemm_matches_numpy(problem):
+    _check_packed(**problem)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("by_rows", [True, False])
+def test_packed_gemm_several_passes_over_a(dtype, by_rows):
+    # K = 1500 leaves room for only a few rows of A per pass over the weights.
+    _check_packed(M=70, K=1500, n_gates=2, H=21, j0=8, j1=21, by_rows=by_rows,
+                  accumulate=True, dtype=dtype, seed=3)
+
+
+def test_packed_gemm_rejects_bad_shapes():
+    with pytest.raises(ValueError):
+        _blas.packed_gemm_memview(np.ones((2, 3)), np.ones((8, 3)), True, 1, 8, 4, 8,
+                                  np.ones((2, 8)), False)
