@@ -25,6 +25,7 @@ from fastrnn.kernels.common cimport (
     fastrnn_restore_fp_mode, split_units, split_rows,
     sigmoid, tanh_, total_rows, active_rows, rows_finishing_from,
     fill_bias, column_sums, copy_block, chunk_steps, chunk_first_row, publish_step, gru_row, gru_rz_row, gru_n_row,
+    gru_grad_row, gru_rh_grad_row,
     gates_gemm, gates_weight_grad, fastrnn_packed_size, alloc_packed, pack_weights, step_gemm)
 
 
@@ -178,7 +179,6 @@ cdef void _backward_body(
     cdef Py_ssize_t off = 0 if up else n_rows
     cdef floating* d_row
     cdef floating* drh = work
-    cdef floating r_, z_, n_, h_prev, dh, dan, dr
     # Packed W_hr and W_hz stacked (2H, H) and W_hn (H, H), by the thread's units.
     cdef floating* packed_rz = packed
     cdef floating* packed_n = packed + fastrnn_packed_size(1, H, 2 * H) if packed != NULL else NULL
@@ -199,23 +199,9 @@ cdef void _backward_body(
         row = off
         d_row = gates + row * G
         for b in range(bs):
-            for j in range(j0, j1):
-                k = (row + b) * H + j
-                r_ = d_row[b * G + j]
-                z_ = d_row[b * G + H + j]
-                n_ = d_row[b * G + 2 * H + j]
-                h_prev = h_prevs[k]
-                dh = dh0[b * H + j]
-                if dy != NULL:
-                    dh = dh + dy[(row + b) * ldy + j]
-                dan = dh * (1 - z_) * (1 - n_ * n_)
-                d_row[b * G + H + j] = dh * (h_prev - n_) * z_ * (1 - z_)
-                d_row[b * G + 2 * H + j] = dan
-                dh0[b * H + j] = dh * z_          # the direct path z * h_{t-1}
-                if reset_after:
-                    dr = dan * hns[k]
-                    d_row[b * G + j] = dr * r_ * (1 - r_)
-                    hns[k] = dan * r_             # now d(W_hn h + b_hn)
+            gru_grad_row(d_row + b * G, hns + (row + b) * H, h_prevs + (row + b) * H,
+                         dh0 + b * H, NULL if dy == NULL else dy + (row + b) * ldy,
+                         H, j0, j1, reset_after)
         fastrnn_team_barrier(sync, nt, &sense)
         if reset_after:
             step_gemm(bs, H, hns + row * H, H, w_hh + 2 * H * H, False, packed_n, 1, H, j0, j1,
@@ -225,11 +211,8 @@ cdef void _backward_body(
             step_gemm(bs, H, d_row + 2 * H, G, w_hh + 2 * H * H, False, packed_n, 1, H, j0, j1,
                       drh, H, False)
             for b in range(bs):
-                for j in range(j0, j1):
-                    r_ = d_row[b * G + j]
-                    dr = drh[b * H + j] * h_prevs[(row + b) * H + j]
-                    d_row[b * G + j] = dr * r_ * (1 - r_)
-                    dh0[b * H + j] += drh[b * H + j] * r_
+                gru_rh_grad_row(d_row + b * G, drh + b * H, h_prevs + (row + b) * H,
+                                dh0 + b * H, j0, j1)
             fastrnn_team_barrier(sync, nt, &sense)
         step_gemm(bs, 2 * H, d_row, G, w_hh, False, packed_rz, 1, H, j0, j1, dh0, H, True)
         if up:

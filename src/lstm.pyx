@@ -35,7 +35,7 @@ from fastrnn.kernels.common cimport (
     omp_get_thread_num, omp_get_num_threads, fastrnn_team_barrier, fastrnn_team_sync, fastrnn_flush_denormals,
     fastrnn_restore_fp_mode, split_units, split_rows,
     sigmoid, tanh_, total_rows, active_rows, rows_finishing_from,
-    fill_bias, column_sums, copy_block, chunk_steps, chunk_first_row, publish_step, lstm_row,
+    fill_bias, column_sums, copy_block, chunk_steps, chunk_first_row, publish_step, lstm_row, lstm_grad_row,
     gates_gemm, gates_weight_grad, fastrnn_packed_size, alloc_packed, pack_weights, step_gemm)
 
 
@@ -197,7 +197,7 @@ cdef void _backward_body(
     cdef floating* d_row
     cdef floating* dh_all = work                  # (N, P): gradient reaching each h_t
     cdef floating* dr = work + n_rows * P         # (B, H): gradient of o * tanh(c_t)
-    cdef floating i_, f_, g_, o_, c_, tc, dh, dc, do_, di, df, dg
+    cdef floating dh
     # Packed W_hh by its output columns (for dh_{t-1}) and W_hr by its units, or NULL.
     cdef floating* packed_hh = packed
     cdef floating* packed_hr = packed + fastrnn_packed_size(1, P, G) if packed != NULL and proj else NULL
@@ -233,31 +233,11 @@ cdef void _backward_body(
             step_gemm(bs, P, dh_all + row * P, P, w_hr, False, packed_hr, 1, H, j0, j1,
                       dr, H, False)
         for b in range(bs):
-            for j in range(j0, j1):
-                k = (row + b) * H + j
-                i_ = d_row[b * G + j]
-                f_ = d_row[b * G + H + j]
-                g_ = d_row[b * G + 2 * H + j]
-                o_ = d_row[b * G + 3 * H + j]
-                c_ = cs[k]
-                tc = tanh_(c_)
-                if proj:
-                    dh = dr[b * H + j]
-                else:
-                    dh = dh0[b * H + j]
-                    if dy != NULL:
-                        dh = dh + dy[(row + b) * ldy + j]
-                do_ = dh * tc
-                dc = dc0[b * H + j] + dh * o_ * (1 - tc * tc)
-                di = dc * g_
-                df = dc * c_prevs[k]
-                dg = dc * i_
-                dc0[b * H + j] = dc * f_
-                # The gates' memory now holds the gradients of the pre-activations.
-                d_row[b * G + j] = di * i_ * (1 - i_)
-                d_row[b * G + H + j] = df * f_ * (1 - f_)
-                d_row[b * G + 2 * H + j] = dg * (1 - g_ * g_)
-                d_row[b * G + 3 * H + j] = do_ * o_ * (1 - o_)
+            # dh reaches h_t (dh0 + dy), or o * tanh(c_t) (dr) with a projection.
+            lstm_grad_row(d_row + b * G, cs + (row + b) * H, c_prevs + (row + b) * H,
+                          dr + b * H if proj else dh0 + b * H,
+                          NULL if proj or dy == NULL else dy + (row + b) * ldy,
+                          dc0 + b * H, H, j0, j1)
         fastrnn_team_barrier(sync, nt, &sense)
         # dh_{t-1}[:, own outputs] = d_gates_t . W_hh[:, own outputs]
         step_gemm(bs, G, d_row, G, w_hh, False, packed_hh, 1, P, p0, p1, dh0, P, False)

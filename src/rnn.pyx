@@ -18,19 +18,10 @@ from fastrnn.kernels.common cimport (
     omp_get_thread_num, omp_get_num_threads, fastrnn_team_barrier, fastrnn_team_sync, fastrnn_flush_denormals,
     fastrnn_restore_fp_mode, split_units, split_rows,
     sigmoid, tanh_, total_rows, active_rows, rows_finishing_from,
-    fill_bias, column_sums, copy_block, chunk_steps, chunk_first_row, publish_step, rnn_row,
+    fill_bias, column_sums, copy_block, chunk_steps, chunk_first_row, publish_step, rnn_row, rnn_grad_row,
     fastrnn_packed_size, alloc_packed, pack_weights, step_gemm)
 
 ACTIVATIONS = {"tanh": ACT_TANH, "relu": ACT_RELU, "sigmoid": ACT_SIGMOID}
-
-
-cdef inline floating _act_grad(int kind, floating a) noexcept nogil:
-    """d act / dv in terms of the output a = act(v)."""
-    if kind == ACT_TANH:
-        return 1 - a * a
-    if kind == ACT_RELU:
-        return 1 if a > 0 else 0
-    return a * (1 - a)
 
 
 cdef Py_ssize_t rnn_workspace_size(Py_ssize_t T, Py_ssize_t B, Py_ssize_t H,
@@ -144,7 +135,6 @@ cdef void _backward_body(
     cdef Py_ssize_t n_rows = total_rows(T, B, batch_sizes)
     cdef Py_ssize_t off = 0 if up else n_rows
     cdef floating* d_row
-    cdef floating dh
 
     cdef unsigned int fp_mode = fastrnn_flush_denormals()
     cdef int sense = 0
@@ -161,11 +151,8 @@ cdef void _backward_body(
         row = off
         d_row = hs + row * H
         for b in range(bs):
-            for j in range(j0, j1):
-                dh = dh0[b * H + j]
-                if dy != NULL:
-                    dh = dh + dy[(row + b) * ldy + j]
-                d_row[b * H + j] = dh * _act_grad(activation, d_row[b * H + j])
+            rnn_grad_row(d_row + b * H, dh0 + b * H,
+                         NULL if dy == NULL else dy + (row + b) * ldy, j0, j1, activation)
         fastrnn_team_barrier(sync, nt, &sense)
         step_gemm(bs, H, d_row, H, w_hh, False, packed, 1, H, j0, j1, dh0, H, False)
         if up:

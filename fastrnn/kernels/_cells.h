@@ -129,4 +129,101 @@ static inline void fastrnn_rnn_row_##SUF(T* pre, T* h_out, ptrdiff_t j0, ptrdiff
 
 FASTRNN_DEFINE_ROWS(f32, float, fastrnn_sigmoidf, fastrnn_tanhf, fastrnn_reluf)
 FASTRNN_DEFINE_ROWS(f64, double, fastrnn_sigmoid, tanh, fastrnn_relu)
+
+/* Backward passes: one row of units [j0, j1) of one step, turning the cached
+   activations in d into the gradients of the pre-activations.  dy (the output's
+   gradient at this step) may be NULL. */
+#define FASTRNN_DEFINE_GRAD_ROWS(SUF, T, TANH)                                        \
+FASTRNN_INLINE void fastrnn_lstm_grad_row_body_##SUF(                                 \
+        T* d, const T* c, const T* c_prev, const T* dh_in, const T* dy, T* dc,         \
+        ptrdiff_t H, ptrdiff_t j0, ptrdiff_t j1, const int has_dy) {                   \
+    FASTRNN_SIMD                                                                       \
+    for (ptrdiff_t j = j0; j < j1; j++) {                                              \
+        T i_ = d[j], f_ = d[H + j], g_ = d[2 * H + j], o_ = d[3 * H + j];              \
+        T tc = TANH(c[j]);                                                             \
+        T dh = has_dy ? dh_in[j] + dy[j] : dh_in[j];                                   \
+        T dcv = dc[j] + dh * o_ * (1 - tc * tc);                                       \
+        dc[j] = dcv * f_;                                                              \
+        d[j] = dcv * g_ * i_ * (1 - i_);                                               \
+        d[H + j] = dcv * c_prev[j] * f_ * (1 - f_);                                    \
+        d[2 * H + j] = dcv * i_ * (1 - g_ * g_);                                       \
+        d[3 * H + j] = dh * tc * o_ * (1 - o_);                                        \
+    }                                                                                  \
+}                                                                                      \
+/* LSTM: d (4H) holds i, f, g, o; dh = dh_in + dy reaches h_t (or o * tanh c_t with  \
+   a projection); dc carries dc_t in and dc_{t-1} out. */                             \
+static inline void fastrnn_lstm_grad_row_##SUF(T* d, const T* c, const T* c_prev,    \
+        const T* dh_in, const T* dy, T* dc, ptrdiff_t H, ptrdiff_t j0, ptrdiff_t j1) {  \
+    if (dy) fastrnn_lstm_grad_row_body_##SUF(d, c, c_prev, dh_in, dy, dc, H, j0, j1, 1); \
+    else fastrnn_lstm_grad_row_body_##SUF(d, c, c_prev, dh_in, dy, dc, H, j0, j1, 0);  \
+}                                                                                      \
+FASTRNN_INLINE void fastrnn_gru_grad_row_body_##SUF(                                  \
+        T* d, T* hn, const T* h_prev, T* dh_io, const T* dy, ptrdiff_t H,               \
+        ptrdiff_t j0, ptrdiff_t j1, const int has_dy, const int reset_after) {          \
+    FASTRNN_SIMD                                                                       \
+    for (ptrdiff_t j = j0; j < j1; j++) {                                              \
+        T r_ = d[j], z_ = d[H + j], n_ = d[2 * H + j];                                 \
+        T dh = has_dy ? dh_io[j] + dy[j] : dh_io[j];                                   \
+        T dan = dh * (1 - z_) * (1 - n_ * n_);                                         \
+        d[H + j] = dh * (h_prev[j] - n_) * z_ * (1 - z_);                              \
+        d[2 * H + j] = dan;                                                            \
+        dh_io[j] = dh * z_;                                                            \
+        if (reset_after) {                                                             \
+            d[j] = dan * hn[j] * r_ * (1 - r_);                                        \
+            hn[j] = dan * r_;                                                          \
+        }                                                                              \
+    }                                                                                  \
+}                                                                                      \
+/* GRU: d (3H) holds r, z, n; dh_io carries dh_t in (plus dy) and the direct path    \
+   z * dh out.  reset_after: hn holds W_hn h + b_hn and leaves as its gradient;      \
+   otherwise r's gradient waits for fastrnn_gru_rh_grad_row. */                       \
+static inline void fastrnn_gru_grad_row_##SUF(T* d, T* hn, const T* h_prev,          \
+        T* dh_io, const T* dy, ptrdiff_t H, ptrdiff_t j0, ptrdiff_t j1,                \
+        int reset_after) {                                                             \
+    if (reset_after) {                                                                 \
+        if (dy) fastrnn_gru_grad_row_body_##SUF(d, hn, h_prev, dh_io, dy, H, j0, j1, 1, 1); \
+        else fastrnn_gru_grad_row_body_##SUF(d, hn, h_prev, dh_io, dy, H, j0, j1, 0, 1); \
+    } else {                                                                           \
+        if (dy) fastrnn_gru_grad_row_body_##SUF(d, hn, h_prev, dh_io, dy, H, j0, j1, 1, 0); \
+        else fastrnn_gru_grad_row_body_##SUF(d, hn, h_prev, dh_io, dy, H, j0, j1, 0, 0); \
+    }                                                                                  \
+}                                                                                      \
+/* GRU, reset_after=False: drh = d(r * h_{t-1}) gives r's gradient and adds          \
+   r * drh to dh_{t-1}. */                                                             \
+static inline void fastrnn_gru_rh_grad_row_##SUF(T* d, const T* drh, const T* h_prev, \
+        T* dh_io, ptrdiff_t j0, ptrdiff_t j1) {                                        \
+    FASTRNN_SIMD                                                                       \
+    for (ptrdiff_t j = j0; j < j1; j++) {                                              \
+        T r_ = d[j];                                                                   \
+        d[j] = drh[j] * h_prev[j] * r_ * (1 - r_);                                     \
+        dh_io[j] += drh[j] * r_;                                                       \
+    }                                                                                  \
+}                                                                                      \
+FASTRNN_INLINE void fastrnn_rnn_grad_row_body_##SUF(T* d, const T* dh_in,              \
+        const T* dy, ptrdiff_t j0, ptrdiff_t j1, const int activation, const int has_dy) { \
+    FASTRNN_SIMD                                                                       \
+    for (ptrdiff_t j = j0; j < j1; j++) {                                              \
+        T a = d[j];                                                                    \
+        T dh = has_dy ? dh_in[j] + dy[j] : dh_in[j];                                   \
+        T grad = activation == 0 ? 1 - a * a : activation == 1 ? (a > 0 ? 1 : 0)      \
+                                                               : a * (1 - a);          \
+        d[j] = dh * grad;                                                              \
+    }                                                                                  \
+}                                                                                      \
+/* Elman RNN: d holds h = act(v) and leaves as dL/dv, dh = dh_in + dy. */             \
+static inline void fastrnn_rnn_grad_row_##SUF(T* d, const T* dh_in, const T* dy,     \
+        ptrdiff_t j0, ptrdiff_t j1, int activation) {                                  \
+    if (dy) {                                                                          \
+        if (activation == 0) fastrnn_rnn_grad_row_body_##SUF(d, dh_in, dy, j0, j1, 0, 1); \
+        else if (activation == 1) fastrnn_rnn_grad_row_body_##SUF(d, dh_in, dy, j0, j1, 1, 1); \
+        else fastrnn_rnn_grad_row_body_##SUF(d, dh_in, dy, j0, j1, 2, 1);              \
+    } else {                                                                           \
+        if (activation == 0) fastrnn_rnn_grad_row_body_##SUF(d, dh_in, dy, j0, j1, 0, 0); \
+        else if (activation == 1) fastrnn_rnn_grad_row_body_##SUF(d, dh_in, dy, j0, j1, 1, 0); \
+        else fastrnn_rnn_grad_row_body_##SUF(d, dh_in, dy, j0, j1, 2, 0);              \
+    }                                                                                  \
+}
+
+FASTRNN_DEFINE_GRAD_ROWS(f32, float, fastrnn_tanhf)
+FASTRNN_DEFINE_GRAD_ROWS(f64, double, tanh)
 #endif

@@ -124,6 +124,26 @@ cdef extern from "fastrnn/kernels/_cells.h":
                              int activation, int training) noexcept nogil
     void fastrnn_rnn_row_f64(double* pre, double* h_out, Py_ssize_t j0, Py_ssize_t j1,
                              int activation, int training) noexcept nogil
+    void fastrnn_lstm_grad_row_f32(float* d, const float* c, const float* c_prev,
+                                   const float* dh_in, const float* dy, float* dc,
+                                   Py_ssize_t H, Py_ssize_t j0, Py_ssize_t j1) noexcept nogil
+    void fastrnn_lstm_grad_row_f64(double* d, const double* c, const double* c_prev,
+                                   const double* dh_in, const double* dy, double* dc,
+                                   Py_ssize_t H, Py_ssize_t j0, Py_ssize_t j1) noexcept nogil
+    void fastrnn_gru_grad_row_f32(float* d, float* hn, const float* h_prev, float* dh_io,
+                                  const float* dy, Py_ssize_t H, Py_ssize_t j0,
+                                  Py_ssize_t j1, int reset_after) noexcept nogil
+    void fastrnn_gru_grad_row_f64(double* d, double* hn, const double* h_prev,
+                                  double* dh_io, const double* dy, Py_ssize_t H,
+                                  Py_ssize_t j0, Py_ssize_t j1, int reset_after) noexcept nogil
+    void fastrnn_gru_rh_grad_row_f32(float* d, const float* drh, const float* h_prev,
+                                     float* dh_io, Py_ssize_t j0, Py_ssize_t j1) noexcept nogil
+    void fastrnn_gru_rh_grad_row_f64(double* d, const double* drh, const double* h_prev,
+                                     double* dh_io, Py_ssize_t j0, Py_ssize_t j1) noexcept nogil
+    void fastrnn_rnn_grad_row_f32(float* d, const float* dh_in, const float* dy,
+                                  Py_ssize_t j0, Py_ssize_t j1, int activation) noexcept nogil
+    void fastrnn_rnn_grad_row_f64(double* d, const double* dh_in, const double* dy,
+                                  Py_ssize_t j0, Py_ssize_t j1, int activation) noexcept nogil
 
 cdef extern from "fastrnn/kernels/_packed_gemm.h":
     Py_ssize_t fastrnn_packed_size(Py_ssize_t n_gates, Py_ssize_t H, Py_ssize_t K) noexcept nogil
@@ -323,6 +343,40 @@ cdef inline void rnn_row(floating* pre, floating* h_out, Py_ssize_t j0, Py_ssize
         fastrnn_rnn_row_f32(pre, h_out, j0, j1, activation, training)
     else:
         fastrnn_rnn_row_f64(pre, h_out, j0, j1, activation, training)
+
+
+cdef inline void lstm_grad_row(floating* d, const floating* c, const floating* c_prev,
+                               const floating* dh_in, const floating* dy, floating* dc,
+                               Py_ssize_t H, Py_ssize_t j0, Py_ssize_t j1) noexcept nogil:
+    if floating is float:
+        fastrnn_lstm_grad_row_f32(d, c, c_prev, dh_in, dy, dc, H, j0, j1)
+    else:
+        fastrnn_lstm_grad_row_f64(d, c, c_prev, dh_in, dy, dc, H, j0, j1)
+
+
+cdef inline void gru_grad_row(floating* d, floating* hn, const floating* h_prev,
+                              floating* dh_io, const floating* dy, Py_ssize_t H,
+                              Py_ssize_t j0, Py_ssize_t j1, bint reset_after) noexcept nogil:
+    if floating is float:
+        fastrnn_gru_grad_row_f32(d, hn, h_prev, dh_io, dy, H, j0, j1, reset_after)
+    else:
+        fastrnn_gru_grad_row_f64(d, hn, h_prev, dh_io, dy, H, j0, j1, reset_after)
+
+
+cdef inline void gru_rh_grad_row(floating* d, const floating* drh, const floating* h_prev,
+                                 floating* dh_io, Py_ssize_t j0, Py_ssize_t j1) noexcept nogil:
+    if floating is float:
+        fastrnn_gru_rh_grad_row_f32(d, drh, h_prev, dh_io, j0, j1)
+    else:
+        fastrnn_gru_rh_grad_row_f64(d, drh, h_prev, dh_io, j0, j1)
+
+
+cdef inline void rnn_grad_row(floating* d, const floating* dh_in, const floating* dy,
+                              Py_ssize_t j0, Py_ssize_t j1, int activation) noexcept nogil:
+    if floating is float:
+        fastrnn_rnn_grad_row_f32(d, dh_in, dy, j0, j1, activation)
+    else:
+        fastrnn_rnn_grad_row_f64(d, dh_in, dy, j0, j1, activation)
 
 
 cdef inline void gates_gemm(Py_ssize_t m, Py_ssize_t n_gates, Py_ssize_t H, Py_ssize_t j0,
