@@ -26,7 +26,7 @@ from fastrnn.kernels.common cimport (
     sigmoid, tanh_, total_rows, active_rows, rows_finishing_from,
     fill_bias, column_sums, copy_block, chunk_steps, chunk_first_row, publish_step, gru_row, gru_rz_row, gru_n_row,
     gru_grad_row, gru_rh_grad_row,
-    gates_gemm, gates_weight_grad, fastrnn_packed_size, alloc_packed, pack_weights, step_gemm)
+    gates_gemm, weight_grad, fastrnn_packed_size, alloc_packed, pack_weights, step_gemm)
 
 
 cdef Py_ssize_t gru_workspace_size(Py_ssize_t T, Py_ssize_t B, Py_ssize_t H,
@@ -219,22 +219,20 @@ cdef void _backward_body(
             off += bs
     fastrnn_team_barrier(sync, nt, &sense)
 
-    gates_weight_grad(n_rows, 3, H, j0, j1, I, gates, G, x, dw_ih)
+    weight_grad(n_rows, G, I, gates, G, x, I, dw_ih, I, tid, nt)
     for g in range(3):
         if db_ih != NULL:
             column_sums(db_ih, gates, n_rows, G, g * H + j0, g * H + j1)
-    gates_weight_grad(n_rows, 2, H, j0, j1, H, gates, G, h_prevs, dw_hh)
+    weight_grad(n_rows, 2 * H, H, gates, G, h_prevs, H, dw_hh, H, tid, nt)
     for g in range(2):
         if db_hh != NULL:
             column_sums(db_hh, gates, n_rows, G, g * H + j0, g * H + j1)
     if reset_after:
-        gemm(True, False, hk, H, n_rows, <floating>1, hns + j0, H, h_prevs, H,
-             <floating>0, dw_hh + (2 * H + j0) * H, H)
+        weight_grad(n_rows, H, H, hns, H, h_prevs, H, dw_hh + 2 * H * H, H, tid, nt)
         if db_hh != NULL:
             column_sums(db_hh + 2 * H, hns, n_rows, H, j0, j1)
     else:
-        gemm(True, False, hk, H, n_rows, <floating>1, gates + 2 * H + j0, G, hns, H,
-             <floating>0, dw_hh + (2 * H + j0) * H, H)
+        weight_grad(n_rows, H, H, gates + 2 * H, G, hns, H, dw_hh + 2 * H * H, H, tid, nt)
         if db_hh != NULL:
             column_sums(db_hh, gates, n_rows, G, 2 * H + j0, 2 * H + j1)
     split_rows(n_rows, tid, nt, &r0, &r1)

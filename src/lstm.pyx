@@ -36,7 +36,7 @@ from fastrnn.kernels.common cimport (
     fastrnn_restore_fp_mode, split_units, split_rows,
     sigmoid, tanh_, total_rows, active_rows, rows_finishing_from,
     fill_bias, column_sums, copy_block, chunk_steps, chunk_first_row, publish_step, lstm_row, lstm_grad_row,
-    gates_gemm, gates_weight_grad, fastrnn_packed_size, alloc_packed, pack_weights, step_gemm)
+    gates_gemm, weight_grad, fastrnn_packed_size, alloc_packed, pack_weights, step_gemm)
 
 
 cdef Py_ssize_t lstm_workspace_size(Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, Py_ssize_t P,
@@ -245,15 +245,14 @@ cdef void _backward_body(
             off += bs
     fastrnn_team_barrier(sync, nt, &sense)
 
-    # Whole-sequence weight gradients: this thread's rows of dW, no reduction needed.
-    gates_weight_grad(n_rows, 4, H, j0, j1, I, gates, G, x, dw_ih)
-    gates_weight_grad(n_rows, 4, H, j0, j1, P, gates, G, h_prevs, dw_hh)
+    # Whole-sequence weight gradients (the loop's last barrier made d_gates whole).
+    weight_grad(n_rows, G, I, gates, G, x, I, dw_ih, I, tid, nt)
+    weight_grad(n_rows, G, P, gates, G, h_prevs, P, dw_hh, P, tid, nt)
     for g in range(4):
         if db != NULL:
             column_sums(db, gates, n_rows, G, g * H + j0, g * H + j1)
     if proj:
-        gemm(True, False, pk, H, n_rows, <floating>1, dh_all + p0, P, rs, H,
-             <floating>0, dw_hr + p0 * H, H)
+        weight_grad(n_rows, P, H, dh_all, P, rs, H, dw_hr, H, tid, nt)
     # dx = d_gates . W_ih, split by rows.
     split_rows(n_rows, tid, nt, &r0, &r1)
     gemm(False, False, r1 - r0, I, G, <floating>1, gates + r0 * G, G, w_ih, I,

@@ -19,7 +19,7 @@ from fastrnn.kernels.common cimport (
     fastrnn_restore_fp_mode, split_units, split_rows,
     sigmoid, tanh_, total_rows, active_rows, rows_finishing_from,
     fill_bias, column_sums, copy_block, chunk_steps, chunk_first_row, publish_step, rnn_row, rnn_grad_row,
-    fastrnn_packed_size, alloc_packed, pack_weights, step_gemm)
+    fastrnn_packed_size, alloc_packed, pack_weights, step_gemm, weight_grad)
 
 ACTIVATIONS = {"tanh": ACT_TANH, "relu": ACT_RELU, "sigmoid": ACT_SIGMOID}
 
@@ -159,10 +159,8 @@ cdef void _backward_body(
             off += bs
     fastrnn_team_barrier(sync, nt, &sense)
 
-    gemm(True, False, hk, I, n_rows, <floating>1, hs + j0, H, x, I,
-         <floating>0, dw_ih + j0 * I, I)
-    gemm(True, False, hk, H, n_rows, <floating>1, hs + j0, H, h_prevs, H,
-         <floating>0, dw_hh + j0 * H, H)
+    weight_grad(n_rows, H, I, hs, H, x, I, dw_ih, I, tid, nt)
+    weight_grad(n_rows, H, H, hs, H, h_prevs, H, dw_hh, H, tid, nt)
     if db != NULL:
         column_sums(db, hs, n_rows, H, j0, j1)
     split_rows(n_rows, tid, nt, &r0, &r1)

@@ -397,22 +397,18 @@ cdef inline void gates_gemm(Py_ssize_t m, Py_ssize_t n_gates, Py_ssize_t H, Py_s
              beta, c + g * H + j0, ldc)
 
 
-cdef inline void gates_weight_grad(Py_ssize_t n_rows, Py_ssize_t n_gates, Py_ssize_t H,
-                                   Py_ssize_t j0, Py_ssize_t j1, Py_ssize_t k,
-                                   const floating* d_gates, Py_ssize_t ldd,
-                                   const floating* a, floating* dw) noexcept nogil:
-    """dw[g*H + j0 : g*H + j1, :] := d_gates[:, g*H + j0 : g*H + j1]^T . a, g < n_gates.
-
-    ``a`` is (n_rows, k), ``dw`` (n_gates*H, k); the whole-sequence weight gradient
-    of this thread's units, one call when it owns every unit."""
-    cdef Py_ssize_t g
-    if j0 == 0 and j1 == H:
-        gemm(True, False, n_gates * H, k, n_rows, <floating>1, d_gates, ldd, a, k,
-             <floating>0, dw, k)
-        return
-    for g in range(n_gates):
-        gemm(True, False, j1 - j0, k, n_rows, <floating>1, d_gates + g * H + j0, ldd, a, k,
-             <floating>0, dw + (g * H + j0) * k, k)
+cdef inline void weight_grad(Py_ssize_t n_rows, Py_ssize_t m, Py_ssize_t k,
+                             const floating* d, Py_ssize_t ldd, const floating* a,
+                             Py_ssize_t lda, floating* dw, Py_ssize_t ldw,
+                             int tid, int nt) noexcept nogil:
+    """dw[:m, :k] := d[:, :m]^T . a[:, :k] over n_rows rows: a whole-sequence weight
+    gradient.  Each thread takes a block of the k columns, so that it makes one
+    GEMM over every row of d (no reduction between threads)."""
+    cdef Py_ssize_t c0, c1
+    split_units(k, tid, nt, &c0, &c1)
+    if c1 > c0:
+        gemm(True, False, m, c1 - c0, n_rows, <floating>1, d, ldd, a + c0, lda,
+             <floating>0, dw + c0, ldw)
 
 
 cdef inline void publish_step(const floating* h_new, const floating* h_old, Py_ssize_t ld,
