@@ -18,10 +18,13 @@ import numpy as np
 from fastrnn import reference
 from fastrnn.kernels import gru as _gru, lstm as _lstm, rnn as _rnn
 from fastrnn._config import blas_guard, get_num_threads, kernel_threads
+from fastrnn._scratch import POOL
 
 _EMPTY = {np.dtype(np.float32): np.empty(0, np.float32),
           np.dtype(np.float64): np.empty(0, np.float64)}
 _NO_SIZES = np.empty(0, np.intp)
+# The buffers of a direction's training cache that come from the scratch pool.
+_POOLED_CACHE_KEYS = ("gates", "cs", "c_prevs", "h_prevs", "rs", "hns", "hs")
 
 
 def _flat(a, dtype):
@@ -211,9 +214,9 @@ class CompiledBackend:
                 w_hr = _flat(w.get("w_hr"), dt)
                 cache["w_hr"] = w_hr
                 if training:
-                    cache.update(gates=np.empty(N * 4 * H, dt), cs=np.empty(N * H, dt),
-                                 c_prevs=np.empty(N * H, dt), h_prevs=np.empty(N * P, dt),
-                                 rs=np.empty(N * H, dt) if P != H else empty)
+                    cache.update(gates=POOL.take(N * 4 * H, dt), cs=POOL.take(N * H, dt),
+                                 c_prevs=POOL.take(N * H, dt), h_prevs=POOL.take(N * P, dt),
+                                 rs=POOL.take(N * H, dt) if P != H else empty)
                     bufs = (cache["gates"], cache["cs"], cache["c_prevs"], cache["h_prevs"],
                             cache["rs"])
                 else:
@@ -224,8 +227,8 @@ class CompiledBackend:
             elif mode == "gru":
                 c_n = None
                 if training:
-                    cache.update(gates=np.empty(N * 3 * H, dt), hns=np.empty(N * H, dt),
-                                 h_prevs=np.empty(N * H, dt))
+                    cache.update(gates=POOL.take(N * 3 * H, dt), hns=POOL.take(N * H, dt),
+                                 h_prevs=POOL.take(N * H, dt))
                     bufs = (cache["gates"], cache["hns"], cache["h_prevs"])
                 else:
                     bufs = (empty,) * 3
@@ -234,7 +237,7 @@ class CompiledBackend:
             else:
                 c_n = None
                 if training:
-                    cache.update(hs=np.empty(N * H, dt), h_prevs=np.empty(N * H, dt))
+                    cache.update(hs=POOL.take(N * H, dt), h_prevs=POOL.take(N * H, dt))
                     bufs = (cache["hs"], cache["h_prevs"])
                 else:
                     bufs = (empty,) * 2
@@ -291,6 +294,8 @@ class CompiledBackend:
                               dw_hh.reshape(-1), db, nt)
                 if cache["has_bias"]:
                     grads.update(b_ih=db, b_hh=db.copy())
+        # The kernels consumed the cache (backward overwrites it): recycle its buffers.
+        POOL.give(*(cache.pop(key) for key in _POOLED_CACHE_KEYS if key in cache))
         return dh0, dc0, grads
 
 

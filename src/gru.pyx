@@ -280,6 +280,7 @@ cdef void gru_backward(
 # Thin wrappers for fastrnn's layers (see fastrnn.kernels.lstm).
 
 import numpy as np
+from fastrnn._scratch import POOL
 from fastrnn.kernels._args cimport ptr, cptr, sizes_ptr, need, packed_rows
 
 
@@ -299,7 +300,7 @@ def forward(Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
     if training:
         need(gates.shape[0], n * 3 * H, "gates"); need(hns.shape[0], n * H, "hns")
         need(h_prevs.shape[0], n * H, "h_prevs")
-    work_arr = np.empty(gru_workspace_size(T, B, H, training), np.asarray(x).dtype)
+    work_arr = POOL.take(gru_workspace_size(T, B, H, training), np.asarray(x).dtype)
     cdef floating[::1] work = work_arr
     cdef const Py_ssize_t* p_bs = sizes_ptr(batch_sizes)
     cdef const floating* p_x = cptr(x)
@@ -318,6 +319,7 @@ def forward(Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
         gru_forward(T, B, I, H, p_bs, reverse, reset_after, p_x, p_w_ih, p_w_hh, p_b_ih,
                     p_b_hh, p_h0, p_y, ldy, p_h_n, p_gates, p_hns, p_h_prevs, p_work,
                     num_threads)
+    POOL.give(work_arr)
 
 
 def backward(Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
@@ -336,7 +338,7 @@ def backward(Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
     need(dw_ih.shape[0], 3 * H * I, "dw_ih"); need(dw_hh.shape[0], 3 * H * H, "dw_hh")
     if dy.shape[0]:
         need(ldy, dy_col + H, "ldy"); need(dy.shape[0], n * ldy, "dy")
-    work_arr = np.empty(gru_backward_workspace_size(B, H), np.asarray(x).dtype)
+    work_arr = POOL.take(gru_backward_workspace_size(B, H), np.asarray(x).dtype)
     cdef floating[::1] work = work_arr
     cdef const Py_ssize_t* p_bs = sizes_ptr(batch_sizes)
     cdef const floating* p_x = cptr(x)
@@ -360,3 +362,4 @@ def backward(Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
         gru_backward(T, B, I, H, p_bs, reverse, reset_after, p_x, p_w_ih, p_w_hh, p_gates,
                      p_hns, p_h_prevs, p_dy, ldy, p_dh_n, p_dx, accumulate_dx, p_dh0,
                      p_dw_ih, p_dw_hh, p_db_ih, p_db_hh, p_work, num_threads)
+    POOL.give(work_arr)

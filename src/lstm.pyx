@@ -303,6 +303,7 @@ cdef void lstm_backward(
 # flattened; an empty array stands for an absent (NULL) buffer.
 
 import numpy as np
+from fastrnn._scratch import POOL
 from fastrnn.kernels._args cimport ptr, cptr, sizes_ptr, need, packed_rows
 
 
@@ -331,7 +332,7 @@ def forward(Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize_t P
         need(c_prevs.shape[0], n * H, "c_prevs"); need(h_prevs.shape[0], n * P, "h_prevs")
         if w_hr.shape[0]:
             need(rs.shape[0], n * H, "rs")
-    work_arr = np.empty(lstm_workspace_size(T, B, H, P, training), np.asarray(x).dtype)
+    work_arr = POOL.take(lstm_workspace_size(T, B, H, P, training), np.asarray(x).dtype)
     cdef floating[::1] work = work_arr
     cdef const Py_ssize_t* p_bs = sizes_ptr(batch_sizes)
     cdef const floating* p_x = cptr(x)
@@ -355,6 +356,7 @@ def forward(Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize_t P
         lstm_forward(T, B, I, H, P, p_bs, reverse, p_x, p_w_ih, p_w_hh, p_b_ih, p_b_hh,
                      p_w_hr, p_h0, p_c0, p_y, ldy, p_h_n, p_c_n, p_gates, p_cs, p_c_prevs,
                      p_h_prevs, p_rs, p_work, num_threads)
+    POOL.give(work_arr)
 
 
 def backward(Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize_t P,
@@ -382,7 +384,7 @@ def backward(Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize_t 
         need(dw_hr.shape[0], P * H, "dw_hr")
     if dy.shape[0]:
         need(ldy, dy_col + P, "ldy"); need(dy.shape[0], n * ldy, "dy")
-    work_arr = np.empty(lstm_backward_workspace_size(n, B, H, P), np.asarray(x).dtype)
+    work_arr = POOL.take(lstm_backward_workspace_size(n, B, H, P), np.asarray(x).dtype)
     cdef floating[::1] work = work_arr
     cdef const Py_ssize_t* p_bs = sizes_ptr(batch_sizes)
     cdef const floating* p_x = cptr(x)
@@ -412,3 +414,4 @@ def backward(Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize_t 
                       p_cs, p_c_prevs, p_h_prevs, p_rs, p_dy, ldy, p_dh_n, p_dc_n, p_dx,
                       accumulate_dx, p_dh0, p_dc0, p_dw_ih, p_dw_hh, p_db, p_dw_hr, p_work,
                       num_threads)
+    POOL.give(work_arr)

@@ -205,6 +205,7 @@ cdef void rnn_backward(
 # Thin wrappers for fastrnn's layers (see fastrnn.kernels.lstm).
 
 import numpy as np
+from fastrnn._scratch import POOL
 from fastrnn.kernels._args cimport ptr, cptr, sizes_ptr, need, packed_rows
 
 
@@ -223,7 +224,7 @@ def forward(Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
     need(ldy, y_col + H, "ldy"); need(y.shape[0], n * ldy, "y")
     if training:
         need(hs.shape[0], n * H, "hs"); need(h_prevs.shape[0], n * H, "h_prevs")
-    work_arr = np.empty(rnn_workspace_size(T, B, H, training), np.asarray(x).dtype)
+    work_arr = POOL.take(rnn_workspace_size(T, B, H, training), np.asarray(x).dtype)
     cdef floating[::1] work = work_arr
     cdef const Py_ssize_t* p_bs = sizes_ptr(batch_sizes)
     cdef const floating* p_x = cptr(x)
@@ -240,6 +241,7 @@ def forward(Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
     with nogil:
         rnn_forward(T, B, I, H, p_bs, reverse, activation, p_x, p_w_ih, p_w_hh, p_b_ih,
                     p_b_hh, p_h0, p_y, ldy, p_h_n, p_hs, p_h_prevs, p_work, num_threads)
+    POOL.give(work_arr)
 
 
 def backward(Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,

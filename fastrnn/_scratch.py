@@ -1,0 +1,73 @@
+"""Recycled scratch arrays: kernel workspaces and the buffers of training caches.
+
+A fresh multi-megabyte array is a fresh mmap: every one of its pages faults (and
+is zeroed by the kernel) on first touch.  For an LSTM of batch 32, hidden 128,
+50 steps, that was half of forward_train's time on two threads.  Buffers whose
+lifetime fastrnn controls (a kernel's workspace for one call, a training cache
+until its backward) are handed back here and reused by the next call of the
+same size, as PyTorch's caching allocator does for its tensors.  Arrays that
+reach the user are never pooled.
+"""
+
+import threading
+from collections import OrderedDict
+
+import numpy as np
+
+# Bytes kept for reuse at most; beyond that, the least recently returned go back
+# to the allocator.
+MAX_POOLED_BYTES = 256 * 2 ** 20
+# Smaller arrays come from malloc's own free lists without page faults.
+MIN_POOLED_BYTES = 64 * 2 ** 10
+
+
+class BufferPool:
+    """Free 1-D arrays keyed by (length, dtype); thread-safe."""
+
+    def __init__(self, max_bytes=MAX_POOLED_BYTES):
+        self.max_bytes = max_bytes
+        self._free = OrderedDict()      # (n, dtype) -> list of arrays, oldest key first
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def take(self, n, dtype):
+        """An uninitialised 1-D array of ``n`` elements of ``dtype``."""
+        dtype = np.dtype(dtype)
+        key = (n, dtype)
+        with self._lock:
+            stack = self._free.get(key)
+            if stack:
+                arr = stack.pop()
+                if not stack:
+                    del self._free[key]
+                self._bytes -= arr.nbytes
+                return arr
+        return np.empty(n, dtype)
+
+    def give(self, *arrays):
+        """Hand back arrays from ``take`` that nothing references any more."""
+        with self._lock:
+            for arr in arrays:
+                if arr is None or arr.nbytes < MIN_POOLED_BYTES or arr.base is not None:
+                    continue
+                key = (arr.shape[0], arr.dtype)
+                self._free.setdefault(key, []).append(arr)
+                self._free.move_to_end(key)
+                self._bytes += arr.nbytes
+            while self._bytes > self.max_bytes and self._free:
+                key, stack = next(iter(self._free.items()))
+                self._bytes -= stack.pop(0).nbytes
+                if not stack:
+                    del self._free[key]
+
+    def clear(self):
+        with self._lock:
+            self._free.clear()
+            self._bytes = 0
+
+    @property
+    def pooled_bytes(self):
+        return self._bytes
+
+
+POOL = BufferPool()
