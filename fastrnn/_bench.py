@@ -5,9 +5,9 @@ of each peer's, repeated), so that the machine's drift hits all of them alike.
 Before each block the runner sleeps briefly: OpenMP, OpenBLAS and onnxruntime
 keep their worker threads spinning for a while after a call, and on a small
 machine those spinners would otherwise steal the cores from whoever runs next.
-The table quotes each peer's the table quotes each peer's
-time and the ratio fastrnn / peer, fastrnn's achieved GFLOP/s and the fraction
-of the machine's SGEMM rate measured at the start of the same run.  A peer's
+The table quotes each peer's time and the ratio fastrnn / peer, fastrnn's achieved
+GFLOP/s and the fraction of the machine's SGEMM rate measured at the start of the
+same run.  A peer's
 outputs are checked against fastrnn's before it is timed.
 """
 
