@@ -13,7 +13,7 @@ import numbers
 import numpy as np
 from scipy.special import expit
 
-from fastrnn._config import blas_guard
+from fastrnn._config import blas_guard, get_num_threads
 from fastrnn import persistence
 from fastrnn._layers import GRU, LSTM, RNN, RNNBase, _check_size, _layer_dtype, as_real_array
 from fastrnn.kernels.blas import gemm_memview
@@ -189,7 +189,14 @@ class Embedding(_Parameters):
 
     def _backward(self, cache, dout):
         d_weight = np.zeros_like(self._params["weight"])
-        np.add.at(d_weight, cache.ids.reshape(-1), dout.reshape(-1, self.embedding_dim))
+        ids = cache.ids.reshape(-1)
+        if ids.size:
+            # Sum the rows of each id (np.add.at is an unbuffered loop, ~10x slower).
+            order = np.argsort(ids, kind="stable")
+            sorted_ids = ids[order]
+            starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
+            d_weight[sorted_ids[starts]] = np.add.reduceat(
+                dout.reshape(-1, self.embedding_dim)[order], starts, axis=0)
         if self.padding_idx is not None:
             d_weight[self.padding_idx] = 0
         return None, {"weight": d_weight}
@@ -239,11 +246,11 @@ def _activation_backward(name, out, dout):
 def _gemm(a, b, *, trans_a=False, trans_b=False, c=None):
     """C := op(A) op(B) + C (C zero when not given), on 2-D arrays of one dtype.
 
-    Runs on fastrnn's own BLAS held to one thread, not NumPy's: an idle OpenBLAS
-    worker spins for a while after each call, and NumPy's (a second OpenBLAS) then
-    starves the recurrent kernels' OpenMP team.  Measured on 2 cores, character LM
-    epochs (Dense 128 -> 96 on 2048 rows per batch): 1.3 s with NumPy's matmul,
-    0.43 s this way.
+    Runs on fastrnn's own BLAS held to one thread per thread of fastrnn's OpenMP
+    team, not on NumPy's: an idle OpenBLAS worker spins for a while after each
+    call, and NumPy's (a second OpenBLAS) then starves the recurrent kernels'
+    team.  Measured on 2 cores, character LM epochs (Dense 128 -> 96 on 2048 rows
+    per batch): 1.3 s with NumPy's matmul, 0.43 s on one BLAS thread.
     """
     a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
     m = a.shape[1] if trans_a else a.shape[0]
@@ -251,9 +258,15 @@ def _gemm(a, b, *, trans_a=False, trans_b=False, c=None):
     beta = 1.0
     if c is None:
         c, beta = np.empty((m, n), a.dtype), 0.0
+    threads = get_num_threads() if m * n * (a.shape[0] if trans_a else a.shape[1]) \
+        >= _PARALLEL_GEMM_MACS else 1
     with blas_guard.single_threaded():
-        gemm_memview(trans_a, trans_b, 1.0, a, b, beta, c)
+        gemm_memview(trans_a, trans_b, 1.0, a, b, beta, c, threads)
     return c
+
+
+# Multiply-adds from which a Dense GEMM splits over fastrnn's threads.
+_PARALLEL_GEMM_MACS = 1 << 20
 
 
 class Dense(_Parameters):

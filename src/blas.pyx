@@ -2,6 +2,7 @@
 """Row-major GEMM over scipy.linalg.cython_blas, for float32 and float64."""
 
 from cython cimport floating
+from cython.parallel cimport prange
 from scipy.linalg.cython_blas cimport sgemm, dgemm, sgemv, dgemv
 
 import numpy as np
@@ -62,8 +63,12 @@ cdef void gemv(bint trans, Py_ssize_t rows, Py_ssize_t cols, floating alpha,
 
 
 def gemm_memview(bint trans_a, bint trans_b, double alpha, floating[:, ::1] a,
-                 floating[:, ::1] b, double beta, floating[:, ::1] c):
-    """C := alpha * op(A).op(B) + beta * C on C-contiguous 2-D arrays (for tests)."""
+                 floating[:, ::1] b, double beta, floating[:, ::1] c, int num_threads=1):
+    """C := alpha * op(A).op(B) + beta * C on C-contiguous 2-D arrays.
+
+    With ``num_threads`` > 1, an OpenMP team (fastrnn's, the recurrent kernels'
+    runtime) splits C into row blocks, or column blocks when C is wide, each
+    thread calling BLAS on its block; the caller holds BLAS to one thread."""
     cdef Py_ssize_t m = c.shape[0], n = c.shape[1]
     cdef Py_ssize_t k = a.shape[0] if trans_a else a.shape[1]
     if (b.shape[1] if trans_b else b.shape[0]) != k or \
@@ -73,9 +78,30 @@ def gemm_memview(bint trans_a, bint trans_b, double alpha, floating[:, ::1] a,
     cdef const floating* pa = &a[0, 0] if a.size else NULL
     cdef const floating* pb = &b[0, 0] if b.size else NULL
     cdef floating* pc = &c[0, 0] if c.size else NULL
-    with nogil:
-        gemm(trans_a, trans_b, m, n, k, <floating>alpha, pa, a.shape[1], pb, b.shape[1],
-             <floating>beta, pc, n)
+    cdef Py_ssize_t lda = a.shape[1], ldb = b.shape[1]
+    cdef bint by_rows = m >= n
+    cdef int tid, nt
+    cdef Py_ssize_t lo, hi
+    if num_threads <= 1 or (m if by_rows else n) < 2 * num_threads:
+        with nogil:
+            gemm(trans_a, trans_b, m, n, k, <floating>alpha, pa, lda, pb, ldb,
+                 <floating>beta, pc, n)
+        return
+    nt = num_threads
+    for tid in prange(nt, num_threads=nt, schedule="static", nogil=True):
+        if by_rows:
+            lo = m * tid // nt
+            hi = m * (tid + 1) // nt
+            # Rows lo..hi of op(A): a row offset in A, a column offset when transposed.
+            gemm(trans_a, trans_b, hi - lo, n, k, <floating>alpha,
+                 pa + (lo if trans_a else lo * lda) if pa != NULL else NULL, lda, pb, ldb,
+                 <floating>beta, pc + lo * n if pc != NULL else NULL, n)
+        else:
+            lo = n * tid // nt
+            hi = n * (tid + 1) // nt
+            gemm(trans_a, trans_b, m, hi - lo, k, <floating>alpha, pa, lda,
+                 pb + (lo * ldb if trans_b else lo) if pb != NULL else NULL, ldb,
+                 <floating>beta, pc + lo if pc != NULL else NULL, n)
 
 
 cdef extern from "fastrnn/kernels/_packed_gemm.h":

@@ -91,3 +91,19 @@ def test_packed_gemm_rejects_bad_shapes():
     with pytest.raises(ValueError):
         _blas.packed_gemm_memview(np.ones((2, 3)), np.ones((8, 3)), True, 1, 8, 4, 8,
                                   np.ones((2, 8)), False)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("trans_a,trans_b", list(itertools.product([False, True], repeat=2)))
+@pytest.mark.parametrize("m,n,k", [(37, 5, 9), (6, 41, 7), (4, 4, 3), (3, 2, 5)])
+@pytest.mark.parametrize("threads", [2, 3])
+def test_gemm_split_over_threads_matches_numpy(dtype, trans_a, trans_b, m, n, k, threads):
+    # Tall C splits by rows, wide C by columns; too small a C stays on one thread.
+    rng = np.random.default_rng(m * 100 + n * 10 + k)
+    a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(dtype)
+    b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(dtype)
+    c = rng.standard_normal((m, n)).astype(dtype)
+    expected = 0.5 * (a.T if trans_a else a) @ (b.T if trans_b else b) + 2.0 * c
+    _blas.gemm_memview(trans_a, trans_b, 0.5, a, b, 2.0, c, threads)
+    tol = 1e-5 if dtype == np.float32 else 1e-13
+    np.testing.assert_allclose(c, expected, rtol=tol, atol=tol)
