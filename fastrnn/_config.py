@@ -94,6 +94,7 @@ class _BlasGuard:
         self._depth = 0
         self._saved = []
         self._libs = None
+        self._controls_cache = None
 
     def _blas_libs(self):
         if self._libs is None:
@@ -111,44 +112,66 @@ class _BlasGuard:
         return self._libs
 
     @staticmethod
-    def _setter(lc):
-        """The library's own set_num_threads.  threadpoolctl's OpenBLAS controller
-        only obeys the first Python thread that used it (others silently do
-        nothing), while fastrnn is called from any thread: call the C symbol."""
+    def _controls(lc):
+        """(get, set) of the library's thread count.  For OpenBLAS, its own C
+        functions: threadpoolctl's controller only obeys the first Python thread
+        that used it (others silently do nothing), while fastrnn is called from
+        any thread; the direct calls are also ~10x cheaper, which counts on the
+        small calls that take the guard."""
         lib = getattr(lc, "dynlib", None)
         if getattr(lc, "internal_api", None) == "openblas" and lib is not None:
             for prefix in ("scipy_", ""):
                 for suffix in ("", "64_", "_64"):
-                    fn = getattr(lib, f"{prefix}openblas_set_num_threads{suffix}", None)
-                    if fn is not None:
-                        return fn
-        return lc.set_num_threads
+                    setter = getattr(lib, f"{prefix}openblas_set_num_threads{suffix}", None)
+                    getter = getattr(lib, f"{prefix}openblas_get_num_threads{suffix}", None)
+                    if setter is not None and getter is not None:
+                        return getter, setter
+        return lc.get_num_threads, lc.set_num_threads
 
-    @contextlib.contextmanager
+    def _all_controls(self):
+        if self._controls_cache is None:
+            self._controls_cache = [self._controls(lc) for lc in self._blas_libs()]
+        return self._controls_cache
+
     def single_threaded(self):
+        """A context in which the BLAS runs on one thread."""
+        return _SingleThreaded(self)
+
+    def _enter(self):
         with self._lock:
             if self._depth == 0:
                 self._saved = []
-                for lc in self._blas_libs():
-                    n = lc.get_num_threads()
+                for getter, setter in self._all_controls():
+                    n = getter()
                     if n != 1:
-                        setter = self._setter(lc)
                         setter(1)
                         self._saved.append((setter, n))
             self._depth += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._depth -= 1
-                if self._depth == 0:
-                    for setter, n in self._saved:
-                        setter(n)
-                    self._saved = []
+
+    def _exit(self):
+        with self._lock:
+            self._depth -= 1
+            if self._depth == 0:
+                for setter, n in self._saved:
+                    setter(n)
+                self._saved = []
 
     def describe(self):
         return [f"{lc.internal_api} {lc.version} ({lc.threading_layer}, "
                 f"{lc.num_threads} threads) {lc.filepath}" for lc in self._blas_libs()]
+
+
+class _SingleThreaded:
+    __slots__ = ("guard",)
+
+    def __init__(self, guard):
+        self.guard = guard
+
+    def __enter__(self):
+        self.guard._enter()
+
+    def __exit__(self, *exc):
+        self.guard._exit()
 
 
 blas_guard = _BlasGuard()
