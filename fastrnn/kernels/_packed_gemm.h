@@ -181,8 +181,6 @@ static void fastrnn_packed_gemm_##SUF(ptrdiff_t M, ptrdiff_t K, const T* a,     
     }                                                                                  \
 }
 
-/* Accumulator sets per tile: at least 8 vector FMAs in flight (two FMA units
-   of four cycles' latency) without running out of the 16 vector registers. */
 #define FASTRNN_PG_CASE(SUF, MR, NG)                                                   \
     case (MR) * 4 + (NG):                                                              \
         fastrnn_pg_tile_##SUF##_##MR##_##NG(K, a, lda, bp, c, width, ldc, accumulate);  \
@@ -200,6 +198,9 @@ static void fastrnn_pg_dispatch_f64(int mr, int ng, ptrdiff_t K, const double* a
         ptrdiff_t lda, const double* bp, double* const* c, const int* width,
         ptrdiff_t ldc, int accumulate);
 
+/* The tiles and their accumulator sets (the last argument): at least 8 vector FMAs
+   in flight (two FMA units of four cycles' latency) without running out of the 16
+   vector registers. */
 FASTRNN_DEFINE_TILE(f32, float, fastrnn_v8f, 6, 2, 1)
 FASTRNN_DEFINE_TILE(f32, float, fastrnn_v8f, 6, 1, 2)
 FASTRNN_DEFINE_TILE(f32, float, fastrnn_v8f, 5, 2, 1)

@@ -1,6 +1,7 @@
 # GRU kernels of fastrnn, for other Cython code: ``from fastrnn.kernels.gru cimport ...``.
 #
-# Layouts as in fastrnn/kernels/lstm.pxd, gates in torch's order r, z, n:
+# Layouts, threads and the one allocation as in fastrnn/kernels/lstm.pxd, gates in
+# torch's order r, z, n:
 #
 #   x (N, I)   w_ih (3H, I)   w_hh (3H, H)   b_ih, b_hh (3H,) or NULL
 #   h0 (B, H) or NULL;  y (N, ldy), H columns from ``y``;  h_n (B, H)

@@ -1,6 +1,7 @@
 # Elman RNN kernels of fastrnn, for other Cython code: ``from fastrnn.kernels.rnn cimport ...``.
 #
-# h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh).  Layouts as in lstm.pxd, G = H:
+# h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh).  Layouts (and threads,
+# the one allocation) as in lstm.pxd, G = H:
 #
 #   x (N, I)   w_ih (H, I)   w_hh (H, H)   b_ih, b_hh (H,) or NULL
 #   h0 (B, H) or NULL;  y (N, ldy), H columns from ``y``;  h_n (B, H)
