@@ -323,6 +323,11 @@ def main(argv=None):
         grid["hiddens"] = tuple(int(h) for h in args.hiddens.split(","))
     if args.steps:
         grid["steps"] = args.steps
+    unknown = [c for c in grid["cells"] if c not in CELLS] + \
+        [m for m in grid["modes"] if m not in ("inference", "training")]
+    if unknown:
+        ap.error(f"unknown cell or mode {', '.join(unknown)}: cells are "
+                 f"{', '.join(CELLS)}, modes inference, training")
     results = run(grid, threads=args.threads, repeats=args.repeats,
                   progress=not args.no_progress)
     threads = results[0]["threads"] if results else args.threads

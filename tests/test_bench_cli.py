@@ -1,0 +1,57 @@
+"""``python -m fastrnn bench`` on a tiny grid: the table, the JSON and the checks
+that come before any timing (the timings themselves live in bench/, not here)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from fastrnn import _bench
+
+TINY = ["--cells", "RNN,GRU", "--modes", "inference,training", "--batches", "2",
+        "--hiddens", "8", "--steps", "3", "--repeats", "1", "--no-progress"]
+
+
+def test_bench_prints_a_table_and_writes_json(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert _bench.main(TINY + ["--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "SGEMM ceiling" in text and "fastrnn ms" in text
+    data = json.loads(out.read_text())
+    rows = data["results"]
+    assert [(r["cell"], r["mode"]) for r in rows] == [
+        ("RNN", "inference"), ("RNN", "training"), ("GRU", "inference"), ("GRU", "training")]
+    for r in rows:
+        assert r["times_s"]["fastrnn"] > 0 and r["fastrnn_gflops"] > 0
+        assert r["sgemm_gflops"] > 0 and r["fastrnn_peak_mb"] >= 0
+        # The reference runs on a grid this small; its outputs matched fastrnn's.
+        assert "numpy-ref" in r["times_s"] and "numpy-ref" not in r["notes"]
+
+
+def test_bench_marks_a_peer_whose_outputs_differ(monkeypatch):
+    """A peer that computes something else is reported, never timed."""
+    class Wrong(_bench._Fastrnn):
+        name = "wrong"
+
+        def prepare(self, layer, x, mode):
+            self.last = np.zeros((x.shape[0], x.shape[1], layer.hidden_size), np.float32)
+            return super().prepare(layer, x, mode)
+
+    monkeypatch.setattr(_bench, "_available_peers", lambda threads, max_flops: [Wrong()])
+    monkeypatch.setattr(_bench, "sgemm_gflops", lambda threads: 1.0)   # not under test
+    grid = dict(cells=("LSTM",), modes=("inference",), batches=(2,), hiddens=(8,), steps=3)
+    (row,) = _bench.run(grid, repeats=1, progress=False)
+    assert row["notes"] == {"wrong": "MISMATCH"} and "wrong" not in row["times_s"]
+
+
+def test_flops_count_the_gemms():
+    # forward 2 T B G H (I + H); training three times that.
+    assert _bench._flops("LSTM", "inference", 5, 2, 3, 4) == 2 * 5 * 2 * 4 * 4 * (3 + 4)
+    assert _bench._flops("GRU", "training", 5, 2, 3, 4) == 3 * 2 * 5 * 2 * 3 * 4 * (3 + 4)
+
+
+@pytest.mark.parametrize("argv", [["--cells", "XYZ"], ["--modes", "inference,testing"]])
+def test_bench_rejects_unknown_cells_and_modes(argv, capsys):
+    with pytest.raises(SystemExit):
+        _bench.main(argv + ["--no-progress", "--batches", "1", "--hiddens", "8"])
+    assert "unknown cell or mode" in capsys.readouterr().err
