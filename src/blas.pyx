@@ -129,7 +129,8 @@ def packed_gemm_memview(floating[:, ::1] a, floating[:, ::1] w, bint by_rows,
     (+)= A . B[:, g*H + u] for g < n_gates, j0 <= u < j1, with B = w.T when
     ``by_rows`` (w is (n_gates*H, K)) else w (K, n_gates*H); j0 % 8 == 0."""
     cdef Py_ssize_t M = a.shape[0], K = a.shape[1]
-    if (j0 % 8 and j0 != j1) or not 0 <= j0 <= j1 <= H or c.shape[0] != M or c.shape[1] != n_gates * H \
+    if (j0 % 8 and j0 != j1) or not 0 <= j0 <= j1 <= H or c.shape[0] != M \
+            or c.shape[1] != n_gates * H \
             or (w.shape[0], w.shape[1]) != ((n_gates * H, K) if by_rows else (K, n_gates * H)):
         raise ValueError("packed_gemm_memview: operand shapes do not agree")
     packed_arr = np.full(max(fastrnn_packed_size(n_gates, H, K), 1), np.nan,

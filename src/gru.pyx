@@ -21,12 +21,12 @@ from libc.stdlib cimport free
 
 from fastrnn.kernels.blas cimport gemm
 from fastrnn.kernels.common cimport (
-    omp_get_thread_num, omp_get_num_threads, fastrnn_team_barrier, fastrnn_team_sync, fastrnn_flush_denormals,
-    fastrnn_restore_fp_mode, split_units, split_rows,
-    sigmoid, tanh_, total_rows, active_rows, rows_finishing_from,
-    fill_bias, column_sums, copy_block, chunk_steps, chunk_first_row, publish_step, gru_row, gru_rz_row, gru_n_row,
-    gru_grad_row, gru_rh_grad_row,
-    gates_gemm, weight_grad, fastrnn_packed_size, alloc_packed, pack_weights, step_gemm)
+    omp_get_thread_num, omp_get_num_threads, fastrnn_team_barrier, fastrnn_team_sync,
+    fastrnn_flush_denormals, fastrnn_restore_fp_mode, split_units, split_rows, sigmoid,
+    tanh_, total_rows, active_rows, rows_finishing_from, fill_bias, column_sums,
+    copy_block, chunk_steps, chunk_first_row, publish_step, gru_row, gru_rz_row,
+    gru_n_row, gru_grad_row, gru_rh_grad_row, gates_gemm, weight_grad,
+    fastrnn_packed_size, alloc_packed, pack_weights, step_gemm)
 
 
 cdef Py_ssize_t gru_workspace_size(Py_ssize_t T, Py_ssize_t B, Py_ssize_t H,
@@ -200,7 +200,8 @@ cdef void _backward_body(
         d_row = gates + row * G
         for b in range(bs):
             gru_grad_row(d_row + b * G, hns + (row + b) * H, h_prevs + (row + b) * H,
-                         dh0 + b * H, NULL if dy == NULL else dy + (row + b) * ldy,
+                         dh0 + b * H,
+                         <const floating*>NULL if dy == NULL else dy + (row + b) * ldy,
                          H, j0, j1, reset_after)
         fastrnn_team_barrier(sync, nt, &sense)
         if reset_after:

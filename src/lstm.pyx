@@ -32,10 +32,10 @@ from libc.stdlib cimport free
 
 from fastrnn.kernels.blas cimport gemm
 from fastrnn.kernels.common cimport (
-    omp_get_thread_num, omp_get_num_threads, fastrnn_team_barrier, fastrnn_team_sync, fastrnn_flush_denormals,
-    fastrnn_restore_fp_mode, split_units, split_rows,
-    sigmoid, tanh_, total_rows, active_rows, rows_finishing_from,
-    fill_bias, column_sums, copy_block, chunk_steps, chunk_first_row, publish_step, lstm_row, lstm_grad_row,
+    omp_get_thread_num, omp_get_num_threads, fastrnn_team_barrier, fastrnn_team_sync,
+    fastrnn_flush_denormals, fastrnn_restore_fp_mode, split_units, split_rows, sigmoid,
+    tanh_, total_rows, active_rows, rows_finishing_from, fill_bias, column_sums,
+    copy_block, chunk_steps, chunk_first_row, publish_step, lstm_row, lstm_grad_row,
     gates_gemm, weight_grad, fastrnn_packed_size, alloc_packed, pack_weights, step_gemm)
 
 
@@ -84,7 +84,8 @@ cdef void _forward_body(
     cdef floating* r_t
     # Packed W_hh (the thread's gate columns) and W_hr (its output columns), or NULL.
     cdef floating* packed_hh = packed
-    cdef floating* packed_hr = packed + fastrnn_packed_size(4, H, P) if packed != NULL and proj else NULL
+    cdef floating* packed_hr = (packed + fastrnn_packed_size(4, H, P)
+                                if packed != NULL and proj else NULL)
 
     cdef unsigned int fp_mode = fastrnn_flush_denormals()
     cdef int sense = 0
@@ -200,7 +201,8 @@ cdef void _backward_body(
     cdef floating dh
     # Packed W_hh by its output columns (for dh_{t-1}) and W_hr by its units, or NULL.
     cdef floating* packed_hh = packed
-    cdef floating* packed_hr = packed + fastrnn_packed_size(1, P, G) if packed != NULL and proj else NULL
+    cdef floating* packed_hr = (packed + fastrnn_packed_size(1, P, G)
+                                if packed != NULL and proj else NULL)
 
     cdef unsigned int fp_mode = fastrnn_flush_denormals()
     cdef int sense = 0
@@ -236,7 +238,7 @@ cdef void _backward_body(
             # dh reaches h_t (dh0 + dy), or o * tanh(c_t) (dr) with a projection.
             lstm_grad_row(d_row + b * G, cs + (row + b) * H, c_prevs + (row + b) * H,
                           dr + b * H if proj else dh0 + b * H,
-                          NULL if proj or dy == NULL else dy + (row + b) * ldy,
+                          <const floating*>NULL if proj or dy == NULL else dy + (row + b) * ldy,
                           dc0 + b * H, H, j0, j1)
         fastrnn_team_barrier(sync, nt, &sense)
         # dh_{t-1}[:, own outputs] = d_gates_t . W_hh[:, own outputs]

@@ -15,10 +15,10 @@ from libc.stdlib cimport free
 
 from fastrnn.kernels.blas cimport gemm
 from fastrnn.kernels.common cimport (
-    omp_get_thread_num, omp_get_num_threads, fastrnn_team_barrier, fastrnn_team_sync, fastrnn_flush_denormals,
-    fastrnn_restore_fp_mode, split_units, split_rows,
-    sigmoid, tanh_, total_rows, active_rows, rows_finishing_from,
-    fill_bias, column_sums, copy_block, chunk_steps, chunk_first_row, publish_step, rnn_row, rnn_grad_row,
+    omp_get_thread_num, omp_get_num_threads, fastrnn_team_barrier, fastrnn_team_sync,
+    fastrnn_flush_denormals, fastrnn_restore_fp_mode, split_units, split_rows, sigmoid,
+    tanh_, total_rows, active_rows, rows_finishing_from, fill_bias, column_sums,
+    copy_block, chunk_steps, chunk_first_row, publish_step, rnn_row, rnn_grad_row,
     fastrnn_packed_size, alloc_packed, pack_weights, step_gemm, weight_grad)
 
 ACTIVATIONS = {"tanh": ACT_TANH, "relu": ACT_RELU, "sigmoid": ACT_SIGMOID}
@@ -152,7 +152,8 @@ cdef void _backward_body(
         d_row = hs + row * H
         for b in range(bs):
             rnn_grad_row(d_row + b * H, dh0 + b * H,
-                         NULL if dy == NULL else dy + (row + b) * ldy, j0, j1, activation)
+                         <const floating*>NULL if dy == NULL else dy + (row + b) * ldy, j0, j1,
+                         activation)
         fastrnn_team_barrier(sync, nt, &sense)
         step_gemm(bs, H, d_row, H, w_hh, False, packed, 1, H, j0, j1, dh0, H, False)
         if up:

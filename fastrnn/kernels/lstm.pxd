@@ -16,7 +16,8 @@
 #
 # ``reverse`` walks each sequence from its own last step.  num_threads > 1 opens an
 # OpenMP team; BLAS must then be single-threaded (fastrnn's layers arrange it).
-# Kernels never touch Python objects and never fail: callers check sizes (every size and leading dimension must fit a C int for BLAS).
+# Kernels never touch Python objects and never fail: callers check sizes (every size
+# and leading dimension must fit a C int for BLAS).
 # Their one allocation, once per call and freed before they return: a copy of the
 # recurrent weights packed for the per-step product, made when the sequence has at
 # least 16 packed rows (shorter ones, a stream's single step among them, call BLAS
