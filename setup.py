@@ -25,12 +25,13 @@ FLAGS = {
     "msvc": (["/O2"], [], ["/openmp"], []),
 }
 # (extension module, source): the kernels are public, cimportable modules of
-# fastrnn.kernels (their .pxd files ship in the package); _threads is internal.
+# fastrnn.kernels (their .pxd files ship in the package); the underscored ones are internal.
 EXTENSIONS = [("fastrnn.kernels.blas", "src/blas.pyx"), ("fastrnn.kernels.rnn", "src/rnn.pyx"),
               ("fastrnn.kernels.lstm", "src/lstm.pyx"), ("fastrnn.kernels.gru", "src/gru.pyx"),
-              ("fastrnn._threads", "src/_threads.pyx"), ("fastrnn._stream", "src/_stream.pyx")]
+              ("fastrnn._threads", "src/_threads.pyx"), ("fastrnn._stream", "src/_stream.pyx"),
+              ("fastrnn._train_ops", "src/_train_ops.pyx")]
 HEADERS = ["fastrnn/kernels/_activations.h", "fastrnn/kernels/_cells.h",
-           "fastrnn/kernels/_packed_gemm.h"]
+           "fastrnn/kernels/_packed_gemm.h", "fastrnn/kernels/_train_ops.h"]
 
 
 def _env_flag(name, default):

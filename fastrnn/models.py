@@ -15,6 +15,7 @@ from scipy.special import expit
 
 from fastrnn._config import blas_guard, get_num_threads
 from fastrnn import persistence
+from fastrnn._train_ops import scatter_add
 from fastrnn._layers import GRU, LSTM, RNN, RNNBase, _check_size, _layer_dtype, as_real_array
 from fastrnn.kernels.blas import gemm_memview
 
@@ -188,15 +189,10 @@ class Embedding(_Parameters):
         return self._backward(cache, dout)
 
     def _backward(self, cache, dout):
-        d_weight = np.zeros_like(self._params["weight"])
-        ids = cache.ids.reshape(-1)
-        if ids.size:
-            # Sum the rows of each id (np.add.at is an unbuffered loop, ~10x slower).
-            order = np.argsort(ids, kind="stable")
-            sorted_ids = ids[order]
-            starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
-            d_weight[sorted_ids[starts]] = np.add.reduceat(
-                dout.reshape(-1, self.embedding_dim)[order], starts, axis=0)
+        d_weight = np.zeros(self._params["weight"].shape, self.dtype)
+        # One loop adding each position's row into its id's (np.add.at is ~10x slower).
+        scatter_add(d_weight, np.ascontiguousarray(cache.ids.reshape(-1), dtype=np.intp),
+                    np.ascontiguousarray(dout.reshape(-1, self.embedding_dim)))
         if self.padding_idx is not None:
             d_weight[self.padding_idx] = 0
         return None, {"weight": d_weight}

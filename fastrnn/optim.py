@@ -10,7 +10,13 @@ import numbers
 
 import numpy as np
 
+from fastrnn._config import get_num_threads
+from fastrnn._train_ops import adam
+
 __all__ = ["SGD", "Adam", "clip_grad_norm"]
+
+# Elements from which an update splits over fastrnn's threads.
+_PARALLEL_ELEMENTS = 1 << 16
 
 
 def _check_hyper(value, name, minimum=0.0, below=None):
@@ -112,21 +118,22 @@ class Adam(Optimizer):
     def step(self, grads):
         beta1, beta2 = self.betas
         for name, param, grad in self._gradients(grads):
-            g = grad + self.weight_decay * param if self.weight_decay else grad
             state = self.state.get(name)
             if state is None:
-                state = self.state[name] = {"step": 0, "m": np.zeros_like(param),
-                                            "v": np.zeros_like(param)}
+                state = self.state[name] = {"step": 0, "m": np.zeros(param.shape, param.dtype),
+                                            "v": np.zeros(param.shape, param.dtype)}
             state["step"] += 1
-            t, m, v = state["step"], state["m"], state["v"]
-            m += (1 - beta1) * (g - m)
-            v *= beta2
-            v += (1 - beta2) * g * g
-            step_size = self.lr / (1 - beta1 ** t)
-            denom = np.sqrt(v)
-            denom /= math.sqrt(1 - beta2 ** t)
-            denom += self.eps
-            param -= step_size * m / denom
+            t = state["step"]
+            # One fused pass (fastrnn/kernels/_train_ops.h) over C-ordered copies
+            # where the parameter is not C-ordered itself.
+            flat = np.ascontiguousarray(param)
+            threads = get_num_threads() if param.size >= _PARALLEL_ELEMENTS else 1
+            adam(flat.reshape(-1), np.ascontiguousarray(grad).reshape(-1),
+                 state["m"].reshape(-1), state["v"].reshape(-1), beta1, beta2,
+                 self.lr / (1 - beta1 ** t), math.sqrt(1 - beta2 ** t), self.eps,
+                 self.weight_decay, threads)
+            if flat is not param:
+                param[...] = flat
 
 
 def clip_grad_norm(grads, max_norm, norm_type=2.0):

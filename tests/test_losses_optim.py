@@ -25,7 +25,8 @@ def _torch_loss_and_grad(fn, prediction, *args, **kwargs):
 
 # ------------------------------------------------------------------- losses
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", [(6, 5), (4, 7, 5)], ids=["rows", "steps"])
+@pytest.mark.parametrize("shape", [(6, 5), (4, 7, 5), (64, 30, 97)],
+                         ids=["rows", "steps", "threaded"])
 def test_cross_entropy_matches_torch(rng, dtype, shape):
     logits = (3 * rng.standard_normal(shape)).astype(dtype)
     labels = rng.integers(0, shape[-1], shape[:-1])
@@ -47,6 +48,30 @@ def test_cross_entropy_mask_matches_torch_ignore_index(rng):
         lambda z: F.cross_entropy(z.reshape(-1, 4), ignored, ignore_index=-100), logits)
     assert math.isclose(loss, expected, rel_tol=1e-12)
     assert_close(grad, expected_grad, "float64")
+
+
+def test_cross_entropy_any_layout_and_many_masked_rows(rng):
+    logits = rng.standard_normal((40, 50, 97)).astype(np.float32)
+    labels = rng.integers(0, 97, (40, 50))
+    mask = rng.random((40, 50)) < 0.3
+    strided = np.asfortranarray(logits)[:, ::-1][:, ::-1]
+    loss, grad = losses.cross_entropy(strided, labels, mask=mask)
+    ignored = torch.from_numpy(np.where(mask, labels, -100)).reshape(-1)
+    expected, expected_grad = _torch_loss_and_grad(
+        lambda z: F.cross_entropy(z.reshape(-1, 97), ignored, ignore_index=-100), logits)
+    assert math.isclose(loss, expected, rel_tol=1e-5)
+    assert_close(grad, expected_grad, "float32")
+    assert not np.any(grad[~mask])
+
+
+def test_cross_entropy_nan_stays_in_its_row():
+    logits = np.zeros((3, 4), np.float32)
+    logits[1, 2] = np.nan
+    loss, grad = losses.cross_entropy(logits, np.array([0, 1, 2]))
+    assert math.isnan(loss)
+    assert np.all(np.isnan(grad[1])) and np.all(np.isfinite(grad[[0, 2]]))
+    empty_loss, empty_grad = losses.cross_entropy(np.zeros((0, 4)), np.zeros(0, int))
+    assert math.isnan(empty_loss) and empty_grad.shape == (0, 4)
 
 
 def test_cross_entropy_is_stable_for_huge_logits():
@@ -92,8 +117,12 @@ def test_mse_targets_without_the_unit_axis_and_masks(rng):
 
 # --------------------------------------------------------------- optimisers
 def _params_and_grads(rng, dtype, steps):
-    shapes = {"0.weight": (4, 3), "0.bias": (4,), "2.weight_ih_l0": (8, 2)}
+    # "3.weight" spans several chunks of the fused update (and the threaded path);
+    # "4.weight" is Fortran-ordered, as a user's array may be.
+    shapes = {"0.weight": (4, 3), "0.bias": (4,), "2.weight_ih_l0": (8, 2),
+              "3.weight": (260, 300), "4.weight": (5, 7)}
     params = {k: rng.standard_normal(s).astype(dtype) for k, s in shapes.items()}
+    params["4.weight"] = np.asfortranarray(params["4.weight"])
     grads = [{k: rng.standard_normal(s).astype(dtype) for k, s in shapes.items()}
              for _ in range(steps)]
     grads[1].pop("0.bias")                 # a step where one parameter has no gradient
