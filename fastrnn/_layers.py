@@ -7,7 +7,7 @@ import numbers
 import numpy as np
 
 from fastrnn import persistence
-from fastrnn._backends import BACKENDS
+from fastrnn._backends import BACKENDS, recycle
 
 __all__ = ["RNN", "LSTM", "GRU", "RNNBase"]
 
@@ -290,6 +290,9 @@ class RNNBase:
             masks.append(mask)
             inp = y
         y_out = self._to_user_sequence(layout.unpack(inp), batched)
+        recycle(inp, y_out, x_in)       # the last layer's rows (no cache keeps them)
+        if not training:
+            recycle(layout.x, x_in)     # the packed input, unless a view of x
         h_n = self._to_user_state(layout.unsort_states(h_n), batched)
         if c_n is not None:
             c_n = self._to_user_state(layout.unsort_states(c_n), batched)
@@ -335,7 +338,7 @@ class RNNBase:
         if cache.used:
             raise ValueError("this cache has already served a backward call "
                              "(its buffers were reused); run forward_train again")
-        dy = self._check_grad(dy, "dy", cache.y_shape)
+        dy = dy_in = self._check_grad(dy, "dy", cache.y_shape)
         if self.mode == "lstm":
             if dh_n is None:
                 dh_n = (None, None)
@@ -384,10 +387,13 @@ class RNNBase:
                 sfx = self._suffix(k, d)
                 for key, value in g.items():
                     grads[f"{self._GRAD_NAMES[key]}{sfx}"] = value
+            recycle(d_out, dy_in)           # this layer's output gradient is spent
             d_out = d_ins[0]
             for extra in d_ins[1:]:
                 d_out += extra
+                recycle(extra)
         dx = self._to_user_sequence(layout.unpack(d_out), batched)
+        recycle(d_out, dx)
         dh0 = self._to_user_state(layout.unsort_states(dh0), batched)
         ordered = {name: grads[name] for name, _ in self._param_shapes()}
         if self.mode == "lstm":

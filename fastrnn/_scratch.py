@@ -48,7 +48,8 @@ class BufferPool:
         """Hand back arrays from ``take`` that nothing references any more."""
         with self._lock:
             for arr in arrays:
-                if arr is None or arr.nbytes < MIN_POOLED_BYTES or arr.base is not None:
+                if arr is None or arr.nbytes < MIN_POOLED_BYTES or arr.base is not None \
+                        or arr.ndim != 1:
                     continue
                 key = (arr.shape[0], arr.dtype)
                 self._free.setdefault(key, []).append(arr)
