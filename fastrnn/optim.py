@@ -118,17 +118,18 @@ class Adam(Optimizer):
     def step(self, grads):
         beta1, beta2 = self.betas
         for name, param, grad in self._gradients(grads):
+            # One fused pass (fastrnn/kernels/_train_ops.h) in float32 or float64, on
+            # a C-ordered copy where the parameter is not C-ordered (or float16, say).
+            work = param.dtype if param.dtype in (np.float32, np.float64) else np.float64
             state = self.state.get(name)
             if state is None:
-                state = self.state[name] = {"step": 0, "m": np.zeros(param.shape, param.dtype),
-                                            "v": np.zeros(param.shape, param.dtype)}
+                state = self.state[name] = {"step": 0, "m": np.zeros(param.shape, work),
+                                            "v": np.zeros(param.shape, work)}
             state["step"] += 1
             t = state["step"]
-            # One fused pass (fastrnn/kernels/_train_ops.h) over C-ordered copies
-            # where the parameter is not C-ordered itself.
-            flat = np.ascontiguousarray(param)
+            flat = np.ascontiguousarray(param, dtype=work)
             threads = get_num_threads() if param.size >= _PARALLEL_ELEMENTS else 1
-            adam(flat.reshape(-1), np.ascontiguousarray(grad).reshape(-1),
+            adam(flat.reshape(-1), np.ascontiguousarray(grad, dtype=work).reshape(-1),
                  state["m"].reshape(-1), state["v"].reshape(-1), beta1, beta2,
                  self.lr / (1 - beta1 ** t), math.sqrt(1 - beta2 ** t), self.eps,
                  self.weight_decay, threads)

@@ -204,3 +204,14 @@ def test_clip_grad_norm_matches_torch(rng, max_norm, norm_type):
     if max_norm < total:
         clipped = optim.clip_grad_norm(grads, math.inf, norm_type=norm_type)
         assert clipped == pytest.approx(max_norm, rel=1e-5)
+
+
+def test_adam_updates_float16_parameters_through_float64(rng):
+    value = rng.standard_normal((3, 4))
+    grad = rng.standard_normal((3, 4))
+    half = {"w": value.astype(np.float16)}
+    full = {"w": value.astype(np.float16).astype(np.float64)}
+    optim.Adam(half, lr=0.1).step({"w": grad.astype(np.float16)})
+    optim.Adam(full, lr=0.1).step({"w": grad.astype(np.float16).astype(np.float64)})
+    assert half["w"].dtype == np.float16
+    np.testing.assert_array_equal(half["w"], full["w"].astype(np.float16))
