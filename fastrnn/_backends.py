@@ -105,9 +105,24 @@ def recycle(rows, *handed_out):
     base = rows if rows.base is None else rows.base
     # Only memory NumPy allocated (never a torch tensor's, say) goes to the pool.
     if isinstance(base, np.ndarray) and base.flags.owndata and not any(
-            isinstance(arr, np.ndarray) and np.may_share_memory(base, arr)
-            for arr in handed_out):
+            _shares(base, arr) for arr in handed_out):
         POOL.give(base)
+
+
+def _shares(base, arr):
+    """Whether ``arr`` may share memory with ``base``, an array that owns its data.
+
+    NumPy points a view's ``base`` at the array owning the memory, so an array that
+    owns its data, or is a view of another owner, shares none with ``base``; only
+    other views (of a buffer, a tensor) need the address comparison."""
+    if not isinstance(arr, np.ndarray):
+        return False
+    owner = arr.base
+    if arr is base or owner is base:
+        return True
+    if owner is None or (isinstance(owner, np.ndarray) and owner.flags.owndata):
+        return False
+    return np.may_share_memory(base, arr)
 
 
 class PaddedLayout:
@@ -210,7 +225,7 @@ class CompiledBackend:
             other = _direction_pool().submit(jobs[1], threads - half)
             first = jobs[0](half)
             return [first, other.result()], True
-        return [job(None) for job in jobs], False
+        return [job(threads) for job in jobs], False
 
     def forward(self, layer, layout, x, w, h0, c0, y, col, reverse, training, threads=None):
         mode, H, P = layer.mode, layer.hidden_size, layer.output_size

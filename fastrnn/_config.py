@@ -15,6 +15,7 @@ __all__ = ["set_num_threads", "get_num_threads", "show_config", "kernel_threads"
            "thread_limit"]
 
 _requested_threads = None
+_OPENMP = _threads.openmp_enabled()
 _local = threading.local()       # per-Python-thread override, see thread_limit()
 
 
@@ -38,7 +39,7 @@ def get_num_threads():
     process may run on, or OMP_NUM_THREADS, or a threadpoolctl limit in force.
     1 in a build without OpenMP.
     """
-    if not _threads.openmp_enabled():
+    if not _OPENMP:
         return 1
     local = getattr(_local, "threads", None)
     if local is not None:
@@ -95,6 +96,7 @@ class _BlasGuard:
         self._saved = []
         self._libs = None
         self._controls_cache = None
+        self._context = None         # the one _SingleThreaded (it holds no state)
 
     def _blas_libs(self):
         if self._libs is None:
@@ -135,26 +137,38 @@ class _BlasGuard:
 
     def single_threaded(self):
         """A context in which the BLAS runs on one thread."""
-        return _SingleThreaded(self)
+        context = self._context
+        if context is None:
+            context = self._context = _SingleThreaded(self)
+        return context
 
+    # Entered on every kernel call: kept to the lock and the library calls.
     def _enter(self):
-        with self._lock:
+        controls = self._controls_cache or self._all_controls()
+        self._lock.acquire()
+        try:
             if self._depth == 0:
-                self._saved = []
-                for getter, setter in self._all_controls():
+                saved = []
+                for getter, setter in controls:
                     n = getter()
                     if n != 1:
                         setter(1)
-                        self._saved.append((setter, n))
+                        saved.append((setter, n))
+                self._saved = saved
             self._depth += 1
+        finally:
+            self._lock.release()
 
     def _exit(self):
-        with self._lock:
+        self._lock.acquire()
+        try:
             self._depth -= 1
             if self._depth == 0:
                 for setter, n in self._saved:
                     setter(n)
                 self._saved = []
+        finally:
+            self._lock.release()
 
     def describe(self):
         return [f"{lc.internal_api} {lc.version} ({lc.threading_layer}, "

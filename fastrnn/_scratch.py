@@ -33,6 +33,8 @@ class BufferPool:
     def take(self, n, dtype):
         """An uninitialised 1-D array of ``n`` elements of ``dtype``."""
         dtype = np.dtype(dtype)
+        if n * dtype.itemsize < MIN_POOLED_BYTES:
+            return np.empty(n, dtype)            # never pooled (see give)
         key = (n, dtype)
         with self._lock:
             stack = self._free.get(key)

@@ -402,9 +402,17 @@ cdef inline void weight_grad(Py_ssize_t n_rows, Py_ssize_t m, Py_ssize_t k,
                              Py_ssize_t lda, floating* dw, Py_ssize_t ldw,
                              int tid, int nt) noexcept nogil:
     """dw[:m, :k] := d[:, :m]^T . a[:, :k] over n_rows rows: a whole-sequence weight
-    gradient.  Each thread takes a block of the k columns, so that it makes one
-    GEMM over every row of d (no reduction between threads)."""
+    gradient.  Each thread makes one GEMM over every row (no reduction between
+    threads) for a block of the larger of dw's two sides: BLAS packs the whole of
+    the other operand in every thread, so splitting m (the gates) packs d once and
+    a nt times, splitting k packs d nt times, and d (n_rows x gates) is the big one."""
     cdef Py_ssize_t c0, c1
+    if m >= k:
+        split_units(m, tid, nt, &c0, &c1)
+        if c1 > c0:
+            gemm(True, False, c1 - c0, k, n_rows, <floating>1, d + c0, ldd, a, lda,
+                 <floating>0, dw + c0 * ldw, ldw)
+        return
     split_units(k, tid, nt, &c0, &c1)
     if c1 > c0:
         gemm(True, False, m, c1 - c0, n_rows, <floating>1, d, ldd, a + c0, lda,
