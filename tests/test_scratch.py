@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import fastrnn
-from fastrnn._scratch import MIN_POOLED_BYTES, BufferPool
+from fastrnn._scratch import MIN_POOLED_BYTES, BufferPool, size_class
 
 N = MIN_POOLED_BYTES // 4          # float32 elements of the smallest pooled array
 
@@ -20,6 +20,41 @@ def test_pool_reuses_exact_sizes_and_refuses_views_and_2d():
     pool.give(a[1:], a.reshape(2, -1), np.empty((N // 4, 4), np.float32),
               np.empty(8, np.float32))                   # a view, a 2-D array, too small
     assert pool.pooled_bytes == 0
+
+
+def test_pool_serves_nearby_sizes_from_one_buffer():
+    """Variable-length batches ask for a different size each time: one size class
+    (at most 12.5% above the request) serves them all."""
+    pool = BufferPool()
+    first = pool.take(N + 1, np.float32)
+    assert first.shape == (N + 1,) and first.base is not None
+    buffer = first.base
+    assert buffer.shape[0] == size_class(N + 1) <= (N + 1) * 1.125
+    pool.give(first)                                     # the view brings its buffer back
+    assert pool.pooled_bytes == buffer.nbytes
+    for n in (N + 7, size_class(N + 1)):
+        got = pool.take(n, np.float32)
+        assert got.shape == (n,) and (got.base if got.base is not None else got) is buffer
+        pool.give(got)
+    assert pool.pooled_bytes == buffer.nbytes
+
+
+def test_pool_refuses_views_of_buffers_it_did_not_make():
+    pool = BufferPool()
+    foreign = np.empty(size_class(N + 1), np.float32)
+    pool.give(foreign[:N + 1])
+    assert pool.pooled_bytes == 0
+    made = pool.take(N + 1, np.float32)
+    pool.give(made[1:])                                  # not at the buffer's start
+    assert pool.pooled_bytes == 0
+    pool.give(made)
+    assert pool.pooled_bytes == made.base.nbytes
+
+
+@pytest.mark.parametrize("n", [17, 100, 1000, 1025, 16385, 65536 * 3 + 1])
+def test_size_classes_round_up_by_at_most_an_eighth(n):
+    c = size_class(n)
+    assert n <= c <= n * 1.125 and size_class(c) == c
 
 
 def test_pool_stays_within_its_bound():
