@@ -31,7 +31,8 @@ EXTENSIONS = [("fastrnn.kernels.blas", "src/blas.pyx"), ("fastrnn.kernels.rnn", 
               ("fastrnn._threads", "src/_threads.pyx"), ("fastrnn._stream", "src/_stream.pyx"),
               ("fastrnn._train_ops", "src/_train_ops.pyx")]
 HEADERS = ["fastrnn/kernels/_activations.h", "fastrnn/kernels/_cells.h",
-           "fastrnn/kernels/_packed_gemm.h", "fastrnn/kernels/_train_ops.h"]
+           "fastrnn/kernels/_packed_gemm.h", "fastrnn/kernels/_train_ops.h",
+           "fastrnn/kernels/_gemv_rows.h"]
 
 
 def _env_flag(name, default):

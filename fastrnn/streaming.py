@@ -7,6 +7,12 @@ from fastrnn._stream import StreamCore
 
 __all__ = ["Stream"]
 
+# Multiply-adds of a step (all rows) from which two threads beat one (measured:
+# bench/streaming.py and README).  A batch-1 step on the weights' rows splits them
+# between cores with no BLAS, so pays from ~64K (an LSTM of 64 inputs and 128 units:
+# 98K MACs, 0.65-0.75x the time on two threads); the kernels' path for larger batches
+# also pays for a thread team's fork, barrier and BLAS switch, below ~1M it does not.
+ROW_STEP_MIN_PARALLEL_MACS = 1 << 16
 STREAM_MIN_PARALLEL_MACS = 1 << 20
 
 
@@ -33,16 +39,21 @@ class Stream:
         self._in_shape = (self.batch_size, layer.input_size)
         self._out_shape = (self.batch_size, layer.output_size)
         weights = [layer._weights(k, 0) for k in range(layer.num_layers)]
-        # A single step is a few microseconds of work: a thread team's fork, barrier
-        # and BLAS switch would cost more than they save below ~1M multiply-adds.
-        macs = self.batch_size * layer.gate_count * layer.hidden_size * (
-            layer.hidden_size + max(layer.input_size, layer.output_size))
-        self._threads = kernel_threads(self.batch_size, layer.gate_count, layer.hidden_size,
-                                       max(layer.input_size, layer.output_size)) \
-            if macs >= STREAM_MIN_PARALLEL_MACS else 1
         self._core = StreamCore(layer.mode, weights, self.batch_size, layer.input_size,
                                 layer.hidden_size, layer.output_size, layer.dtype,
-                                layer.nonlinearity, layer.reset_after, self._threads)
+                                layer.nonlinearity, layer.reset_after, 1)
+        # A single step is a few microseconds of work: a second thread must save more
+        # than its fork and barrier cost (see the constants).
+        macs = self.batch_size * layer.gate_count * layer.hidden_size * (
+            layer.hidden_size + max(layer.input_size, layer.output_size))
+        threshold = ROW_STEP_MIN_PARALLEL_MACS if self._core.row_steps \
+            else STREAM_MIN_PARALLEL_MACS
+        self._threads = kernel_threads(self.batch_size, layer.gate_count, layer.hidden_size,
+                                       max(layer.input_size, layer.output_size)) \
+            if macs >= threshold else 1
+        self._core.num_threads = self._threads
+        # Only the kernels' path calls BLAS (from every thread of its team).
+        self._guarded = self._threads > 1 and not self._core.row_steps
 
     def step(self, x_t, out=None):
         """Advance one step: x_t (batch_size, input_size) -> y_t (batch_size, H_out).
@@ -50,6 +61,10 @@ class Stream:
         A 1-D x_t (input_size,) is accepted when batch_size == 1 and gives a 1-D y_t.
         Returns a fresh array, or ``out`` (then nothing is allocated).
         """
+        if not self._guarded:
+            result = self._core.checked_step(x_t, out)
+            if result is not None:
+                return result
         x = x_t
         if type(x) is not np.ndarray or x.dtype != self.dtype or \
                 not x.flags.c_contiguous:
@@ -78,7 +93,7 @@ class Stream:
                 raise ValueError(f"out must be a writeable C-contiguous {self.dtype} array "
                                  f"of shape {self._out_shape}"
                                  + (f" or ({self._out_shape[1]},)" if flat else ""))
-        if self._threads > 1:
+        if self._guarded:
             with blas_guard.single_threaded():
                 self._core.step(x, out)
         else:

@@ -8,9 +8,22 @@ memoryview acquisitions, the GIL released while the kernels run.
 """
 
 cimport numpy as cnp
+from cython.parallel cimport parallel
+from fastrnn.kernels.common cimport (
+    fastrnn_team_sync, fastrnn_team_barrier, fastrnn_flush_denormals,
+    fastrnn_restore_fp_mode, omp_get_thread_num, omp_get_num_threads, split_units,
+    lstm_row, gru_row, rnn_row)
 from fastrnn.kernels.gru cimport gru_forward, gru_workspace_size
 from fastrnn.kernels.lstm cimport lstm_forward, lstm_workspace_size
 from fastrnn.kernels.rnn cimport rnn_forward, rnn_workspace_size
+
+cdef extern from "fastrnn/kernels/_gemv_rows.h":
+    void fastrnn_gemv_rows_f32(const float* w, Py_ssize_t ldw, Py_ssize_t K, const float* v,
+                               float* y, Py_ssize_t r0, Py_ssize_t r1,
+                               int accumulate) noexcept nogil
+    void fastrnn_gemv_rows_f64(const double* w, Py_ssize_t ldw, Py_ssize_t K,
+                               const double* v, double* y, Py_ssize_t r0, Py_ssize_t r1,
+                               int accumulate) noexcept nogil
 
 import numpy as np
 
@@ -33,7 +46,9 @@ cdef inline void* _data(object a):
 cdef class StreamCore:
     """The compiled state machine behind fastrnn's Layer.stream()."""
 
-    cdef int cell, num_layers, activation, num_threads
+    cdef int cell, num_layers, activation
+    cdef public int num_threads
+    cdef readonly bint row_steps    # batch 1 on the live weights' rows (see _row_step)
     cdef bint reset_after, is_float
     cdef Py_ssize_t B, H, P, input_size
     cdef Py_ssize_t in_sizes[MAX_LAYERS]
@@ -45,6 +60,8 @@ cdef class StreamCore:
     cdef void* h[MAX_LAYERS]
     cdef void* c[MAX_LAYERS]
     cdef void* y[MAX_LAYERS]
+    cdef void* pre[MAX_LAYERS]
+    cdef void* hn[MAX_LAYERS]
     cdef void* work
     cdef object _keep          # the arrays behind every pointer
     cdef readonly object dtype
@@ -77,7 +94,15 @@ cdef class StreamCore:
         else:
             n_work = rnn_workspace_size(1, B, H, False)
         work = np.empty(max(n_work, 1), self.dtype)
-        self._keep = [weights, outputs, work]
+        # Batch 1 steps through _row_step unless the cell needs the kernels' extra
+        # passes (an LSTM projection; a GRU whose W_hn multiplies r * h).
+        self.row_steps = B == 1 and (
+            self.cell == CELL_RNN or (self.cell == CELL_LSTM and P == H)
+            or (self.cell == CELL_GRU and reset_after))
+        gates = {CELL_RNN: 1, CELL_LSTM: 4, CELL_GRU: 3}[self.cell]
+        pre = [np.empty(gates * H, self.dtype) for _ in range(L)]
+        hn = [np.empty(H, self.dtype) for _ in range(L)]
+        self._keep = [weights, outputs, work, pre, hn]
         self.work = _data(work)
         for k in range(L):
             w = weights[k]
@@ -90,9 +115,24 @@ cdef class StreamCore:
             self.h[k] = _data(self.h_state[k])
             self.c[k] = _data(self.c_state[k]) if self.c_state is not None else NULL
             self.y[k] = _data(outputs[k])
+            self.pre[k] = _data(pre[k])
+            self.hn[k] = _data(hn[k])
+
+    cdef void _run_rows(self, void* x, void* out) noexcept nogil:
+        cdef fastrnn_team_sync sync
+        sync.count = 0
+        sync.sense = 0
+        if self.num_threads <= 1:
+            _row_steps(self, x, out, 0, 1, &sync)
+        else:
+            with parallel(num_threads=self.num_threads):
+                _row_steps(self, x, out, omp_get_thread_num(), omp_get_num_threads(), &sync)
 
     cdef void _run(self, void* x, void* out) noexcept nogil:
         cdef int k
+        if self.row_steps:
+            self._run_rows(x, out)
+            return
         cdef void* inp
         cdef void* dst
         for k in range(self.num_layers):
@@ -110,6 +150,56 @@ cdef class StreamCore:
         cdef void* po = cnp.PyArray_DATA(out)
         with nogil:
             self._run(px, po)
+
+    def checked_step(self, object x, object out):
+        """Stream.step for arrays that need no conversion: x an ndarray of the
+        stream's dtype, C-contiguous, (B, input_size) or, with B == 1, (input_size,);
+        ``out`` None or a writeable C-contiguous ndarray of that dtype shaped as
+        Stream.step accepts.  Returns the output; None (having done nothing) for
+        anything else, which the Python wrapper converts or rejects.  The same
+        checks as the wrapper's, at C speed: they were a fifth of a small step."""
+        cdef cnp.ndarray xa, oa
+        cdef int type_num = cnp.NPY_FLOAT32 if self.is_float else cnp.NPY_FLOAT64
+        cdef bint flat
+        cdef cnp.npy_intp dims[2]
+        if type(x) is not cnp.ndarray:
+            return None
+        xa = <cnp.ndarray>x
+        if cnp.PyArray_TYPE(xa) != type_num or not cnp.PyArray_IS_C_CONTIGUOUS(xa):
+            return None
+        flat = cnp.PyArray_NDIM(xa) == 1
+        if flat:
+            if self.B != 1 or cnp.PyArray_DIM(xa, 0) != self.input_size:
+                return None
+        elif cnp.PyArray_NDIM(xa) != 2 or cnp.PyArray_DIM(xa, 0) != self.B or \
+                cnp.PyArray_DIM(xa, 1) != self.input_size:
+            return None
+        if out is None:
+            if flat:
+                dims[0] = self.P
+                oa = cnp.PyArray_EMPTY(1, dims, type_num, 0)
+            else:
+                dims[0] = self.B
+                dims[1] = self.P
+                oa = cnp.PyArray_EMPTY(2, dims, type_num, 0)
+        else:
+            if type(out) is not cnp.ndarray:
+                return None
+            oa = <cnp.ndarray>out
+            if cnp.PyArray_TYPE(oa) != type_num or not cnp.PyArray_IS_C_CONTIGUOUS(oa) \
+                    or not cnp.PyArray_ISWRITEABLE(oa):
+                return None
+            if cnp.PyArray_NDIM(oa) == 2:
+                if cnp.PyArray_DIM(oa, 0) != self.B or cnp.PyArray_DIM(oa, 1) != self.P:
+                    return None
+            elif not (flat and cnp.PyArray_NDIM(oa) == 1 and
+                      cnp.PyArray_DIM(oa, 0) == self.P):
+                return None
+        cdef void* px = cnp.PyArray_DATA(xa)
+        cdef void* po = cnp.PyArray_DATA(oa)
+        with nogil:
+            self._run(px, po)
+        return oa
 
 
 ctypedef fused real:
@@ -136,3 +226,77 @@ cdef inline void _step_layer(StreamCore s, int k, real* x, real* out) noexcept n
                           <real*>s.w_ih[k], <real*>s.w_hh[k], <real*>s.b_ih[k],
                           <real*>s.b_hh[k], <real*>s.h[k], out, s.H, <real*>s.h[k],
                           NULL, NULL, <real*>s.work, s.num_threads)
+
+
+cdef inline void _gemv_rows(const real* w, Py_ssize_t ldw, Py_ssize_t K, const real* v,
+                            real* y, Py_ssize_t r0, Py_ssize_t r1,
+                            bint accumulate) noexcept nogil:
+    if real is float:
+        fastrnn_gemv_rows_f32(w, ldw, K, v, y, r0, r1, accumulate)
+    else:
+        fastrnn_gemv_rows_f64(w, ldw, K, v, y, r0, r1, accumulate)
+
+
+cdef inline void _add_bias(real* pre, const real* b, Py_ssize_t r0,
+                           Py_ssize_t r1) noexcept nogil:
+    cdef Py_ssize_t r
+    if b != NULL:
+        for r in range(r0, r1):
+            pre[r] += b[r]
+
+
+cdef void _row_step(StreamCore s, int k, const real* x, real* out, Py_ssize_t j0,
+                    Py_ssize_t j1) noexcept nogil:
+    """One batch-1 step of layer k for the units [j0, j1): each gate's rows of
+    W_ih x + W_hh h straight from the layer's weights, then the cell's pass.
+    Writes the new h of those units to ``out``; the LSTM's c in place."""
+    cdef Py_ssize_t I = s.in_sizes[k], H = s.H, g, n_gates
+    cdef real* pre = <real*>s.pre[k]
+    cdef real* hn = <real*>s.hn[k]
+    cdef const real* h = <real*>s.h[k]
+    cdef const real* w_ih = <real*>s.w_ih[k]
+    cdef const real* w_hh = <real*>s.w_hh[k]
+    cdef const real* b_ih = <real*>s.b_ih[k]
+    cdef const real* b_hh = <real*>s.b_hh[k]
+    n_gates = 4 if s.cell == CELL_LSTM else 3 if s.cell == CELL_GRU else 1
+    for g in range(n_gates):
+        _gemv_rows(w_ih, I, I, x, pre, g * H + j0, g * H + j1, False)
+        _add_bias(pre, b_ih, g * H + j0, g * H + j1)
+        if s.cell == CELL_GRU and g == 2:
+            # W_hn h stays apart: r multiplies it (and b_hn, added by the cell pass).
+            _gemv_rows(w_hh + 2 * H * H, H, H, h, hn, j0, j1, False)
+        else:
+            _gemv_rows(w_hh, H, H, h, pre, g * H + j0, g * H + j1, True)
+            _add_bias(pre, b_hh, g * H + j0, g * H + j1)
+    if s.cell == CELL_LSTM:
+        lstm_row(pre, <real*>s.c[k], out, NULL, NULL, H, j0, j1, False)
+    elif s.cell == CELL_GRU:
+        gru_row(pre, hn, b_hh + 2 * H if b_hh != NULL else NULL, h, out, H, j0, j1, False)
+    else:
+        rnn_row(pre, out, j0, j1, s.activation, False)
+
+
+cdef void _row_steps(StreamCore s, void* x, void* out, int tid, int nt,
+                     fastrnn_team_sync* sync) noexcept nogil:
+    """Every layer's batch-1 step on this thread's units; a barrier after each
+    layer, whose output is the next one's input, before its state is updated."""
+    cdef int k, sense = 0
+    cdef Py_ssize_t j0, j1, j
+    cdef void* inp
+    cdef void* dst
+    cdef unsigned int fp_mode = fastrnn_flush_denormals()
+    split_units(s.H, tid, nt, &j0, &j1)
+    for k in range(s.num_layers):
+        inp = x if k == 0 else s.y[k - 1]
+        dst = out if k == s.num_layers - 1 else s.y[k]
+        if s.is_float:
+            _row_step[float](s, k, <float*>inp, <float*>dst, j0, j1)
+        else:
+            _row_step[double](s, k, <double*>inp, <double*>dst, j0, j1)
+        fastrnn_team_barrier(sync, nt, &sense)     # every thread has read the old h
+        for j in range(j0, j1):
+            if s.is_float:
+                (<float*>s.h[k])[j] = (<float*>dst)[j]
+            else:
+                (<double*>s.h[k])[j] = (<double*>dst)[j]
+    fastrnn_restore_fp_mode(fp_mode)

@@ -152,7 +152,8 @@ def test_float32_stream_takes_float64_and_integer_rows(rng):
 
 
 def test_threaded_stream_equals_whole_sequence(rng, default_threads):
-    # Large enough for the stream to run a thread team per step (kernels + BLAS guard).
+    # Large enough for the stream to run a thread team per step: the kernels (with
+    # the BLAS guard) for batches > 1 and the projection, batch-1 row steps otherwise.
     fastrnn.set_num_threads(2)
     for layer, B in [(fastrnn.LSTM(384, 384, num_layers=2, dtype="float64", seed=0), 4),
                      (fastrnn.LSTM(320, 400, proj_size=300, num_layers=2,
@@ -165,6 +166,52 @@ def test_threaded_stream_equals_whole_sequence(rng, default_threads):
         expected = layer(x)
         assert_close(step_through(stream, x), expected[0], layer.dtype, f"y {layer!r}")
         assert_close(stream.state, final_state(expected), layer.dtype, f"state {layer!r}")
+
+
+ROW_STEP_CELLS = {"rnn_tanh", "rnn_relu", "rnn_sigmoid", "lstm", "gru"}
+
+
+@pytest.mark.parametrize("cell", CELLS, ids=str)
+def test_batch_one_steps_on_the_weights_rows_where_the_cell_allows(cell):
+    layer = cell.make(4, 8, seed=0)
+    assert layer.stream(1)._core.row_steps == (cell.name in ROW_STEP_CELLS)
+    assert not layer.stream(2)._core.row_steps
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("cell", [c for c in CELLS if c.name in ROW_STEP_CELLS], ids=str)
+def test_row_steps_equal_whole_sequence(cell, dtype, threads, rng, default_threads):
+    """Batch-1 row steps on one thread and split over two (odd sizes: the units'
+    split has a partial block and the rows a remainder of the four-row blocks)."""
+    fastrnn.set_num_threads(threads)
+    layer = cell.make(67, 203, num_layers=2, dtype=dtype, seed=5)
+    stream = layer.stream(1)
+    assert stream._core.row_steps and stream._threads == threads
+    assert not stream._guarded                           # no BLAS in a row step
+    x = time_major_input(rng, layer, 7, 1)
+    expected = layer(x)
+    assert_close(step_through(stream, x), expected[0], dtype, "y")
+    assert_close(stream.state, final_state(expected), dtype, "state")
+
+
+def test_row_step_with_out_allocates_nothing(rng, default_threads):
+    fastrnn.set_num_threads(2)
+    layer = fastrnn.RNN(8, 1024, dtype="float64", seed=3)
+    stream = layer.stream(1)
+    assert stream._core.row_steps and stream._threads == 2
+    x = time_major_input(rng, layer, 1, 1)[0]
+    out = np.empty((1, 1024))
+    tracemalloc.start()
+    try:
+        for _ in range(10):
+            stream.step(x, out=out)
+        grown, peak = _traced_growth(lambda: stream.step(x, out=out), 1000)
+        _, fresh_peak = _traced_growth(lambda: stream.step(x), 20)
+    finally:
+        tracemalloc.stop()
+    assert fresh_peak >= out.nbytes
+    assert grown < 4 * 1024 and peak < 4 * 1024, (grown, peak)
 
 
 # --------------------------------------------------------------------- reset
@@ -385,19 +432,20 @@ def test_one_dimensional_rows_for_batch_size_one(cell, rng):
 
 # ----------------------------------------------------------------- parameters
 
+@pytest.mark.parametrize("B", [1, 2])                    # row steps and the kernels
 @pytest.mark.parametrize("cell", SOME_CELLS, ids=str)
-def test_in_place_parameter_updates_are_seen(cell, rng):
+def test_in_place_parameter_updates_are_seen(cell, B, rng):
     layer = cell.make(3, 6, num_layers=2, dtype="float64", seed=19)
     donor = cell.make(3, 6, num_layers=2, dtype="float64", seed=20)
-    x = time_major_input(rng, layer, 6, 2)
+    x = time_major_input(rng, layer, 6, B)
 
-    stream = layer.stream(2)
+    stream = layer.stream(B)
     layer.load_state_dict(donor.state_dict())     # after the stream was made
     assert_close(step_through(stream, x), donor(x)[0], "float64", "after load_state_dict")
 
     # Mid-sequence, as an optimiser would: scale every parameter in place.
     t0 = 3
-    stream = layer.stream(2)
+    stream = layer.stream(B)
     y_head = step_through(stream, x[:t0])
     _, state_mid = layer(x[:t0])
     for p in layer.params.values():
