@@ -35,7 +35,7 @@ def final_state(layer_result):
 
 # --------------------------------------------------------------- equivalence
 
-@pytest.mark.parametrize("B", [1, 3])
+@pytest.mark.parametrize("B", [1, 3, 13])        # 13: past the row steps, the kernels
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("num_layers", [1, 2, 3])
 @pytest.mark.parametrize("cell", CELLS, ids=str)
@@ -172,24 +172,26 @@ ROW_STEP_CELLS = {"rnn_tanh", "rnn_relu", "rnn_sigmoid", "lstm", "gru"}
 
 
 @pytest.mark.parametrize("cell", CELLS, ids=str)
-def test_batch_one_steps_on_the_weights_rows_where_the_cell_allows(cell):
+def test_small_batches_step_on_the_weights_rows_where_the_cell_allows(cell):
     layer = cell.make(4, 8, seed=0)
-    assert layer.stream(1)._core.row_steps == (cell.name in ROW_STEP_CELLS)
-    assert not layer.stream(2)._core.row_steps
+    for B in (1, 12):
+        assert layer.stream(B)._core.row_steps == (cell.name in ROW_STEP_CELLS)
+    assert not layer.stream(13)._core.row_steps
 
 
+@pytest.mark.parametrize("B", [1, 3])
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("cell", [c for c in CELLS if c.name in ROW_STEP_CELLS], ids=str)
-def test_row_steps_equal_whole_sequence(cell, dtype, threads, rng, default_threads):
-    """Batch-1 row steps on one thread and split over two (odd sizes: the units'
-    split has a partial block and the rows a remainder of the four-row blocks)."""
+def test_row_steps_equal_whole_sequence(cell, dtype, threads, B, rng, default_threads):
+    """Row steps on one thread and split over two (odd sizes: the units' split has
+    a partial block and the rows a remainder of the four-row blocks)."""
     fastrnn.set_num_threads(threads)
     layer = cell.make(67, 203, num_layers=2, dtype=dtype, seed=5)
-    stream = layer.stream(1)
+    stream = layer.stream(B)
     assert stream._core.row_steps and stream._threads == threads
     assert not stream._guarded                           # no BLAS in a row step
-    x = time_major_input(rng, layer, 7, 1)
+    x = time_major_input(rng, layer, 7, B)
     expected = layer(x)
     assert_close(step_through(stream, x), expected[0], dtype, "y")
     assert_close(stream.state, final_state(expected), dtype, "state")
@@ -432,7 +434,7 @@ def test_one_dimensional_rows_for_batch_size_one(cell, rng):
 
 # ----------------------------------------------------------------- parameters
 
-@pytest.mark.parametrize("B", [1, 2])                    # row steps and the kernels
+@pytest.mark.parametrize("B", [1, 13])                   # row steps and the kernels
 @pytest.mark.parametrize("cell", SOME_CELLS, ids=str)
 def test_in_place_parameter_updates_are_seen(cell, B, rng):
     layer = cell.make(3, 6, num_layers=2, dtype="float64", seed=19)

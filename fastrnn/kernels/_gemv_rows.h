@@ -1,6 +1,6 @@
 /* Rows of a matrix-vector product straight from row-major weights: a stream's step.
 
-   A streamed step multiplies the weights by one input and one state vector.  The
+   A streamed step multiplies the weights by a few input and state vectors.  The
    weights stay where the layer keeps them (a stream sees in-place updates), so
    there is nothing to pack: each output is a dot product of a contiguous weight
    row with the vector, four rows at a time so that every load of the vector
@@ -23,10 +23,12 @@ static inline T fastrnn_gv_sum_##SUF(V a) {                                     
     for (int e = 0; e < LANES; e++) s += a[e];                                         \
     return s;                                                                          \
 }                                                                                      \
-/* y[r] (+)= sum_k w[r * ldw + k] * v[k] for r in [r0, r1); overwrites y[r] unless    \
-   accumulate. */                                                                      \
+/* y[b * ldy + r] (+)= sum_k w[r * ldw + k] * v[b * ldv + k] for r in [r0, r1) and  \
+   the nv vectors b; overwrites unless accumulate.  Each block of four rows serves   \
+   every vector while it sits in L1, so the weights are read once whatever nv. */    \
 static void fastrnn_gemv_rows_##SUF(const T* w, ptrdiff_t ldw, ptrdiff_t K,            \
-                                    const T* v, T* y, ptrdiff_t r0, ptrdiff_t r1,      \
+                                    const T* v, ptrdiff_t ldv, ptrdiff_t nv, T* y,     \
+                                    ptrdiff_t ldy, ptrdiff_t r0, ptrdiff_t r1,         \
                                     int accumulate) {                                  \
     ptrdiff_t kv = K / LANES * LANES;                                                  \
     ptrdiff_t r = r0;                                                                  \
@@ -35,36 +37,43 @@ static void fastrnn_gemv_rows_##SUF(const T* w, ptrdiff_t ldw, ptrdiff_t K,     
         const T* w1 = w0 + ldw;                                                        \
         const T* w2 = w1 + ldw;                                                        \
         const T* w3 = w2 + ldw;                                                        \
-        V a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, x, b;                                \
-        for (ptrdiff_t k = 0; k < kv; k += LANES) {                                    \
-            memcpy(&x, v + k, sizeof(V));                                              \
-            memcpy(&b, w0 + k, sizeof(V)); a0 += b * x;                                \
-            memcpy(&b, w1 + k, sizeof(V)); a1 += b * x;                                \
-            memcpy(&b, w2 + k, sizeof(V)); a2 += b * x;                                \
-            memcpy(&b, w3 + k, sizeof(V)); a3 += b * x;                                \
-        }                                                                              \
-        T s0 = fastrnn_gv_sum_##SUF(a0), s1 = fastrnn_gv_sum_##SUF(a1);                \
-        T s2 = fastrnn_gv_sum_##SUF(a2), s3 = fastrnn_gv_sum_##SUF(a3);                \
-        for (ptrdiff_t k = kv; k < K; k++) {                                           \
-            s0 += w0[k] * v[k]; s1 += w1[k] * v[k];                                    \
-            s2 += w2[k] * v[k]; s3 += w3[k] * v[k];                                    \
-        }                                                                              \
-        if (accumulate) {                                                              \
-            y[r] += s0; y[r + 1] += s1; y[r + 2] += s2; y[r + 3] += s3;                \
-        } else {                                                                       \
-            y[r] = s0; y[r + 1] = s1; y[r + 2] = s2; y[r + 3] = s3;                    \
+        for (ptrdiff_t b = 0; b < nv; b++) {                                           \
+            const T* vb = v + b * ldv;                                                 \
+            T* yb = y + b * ldy;                                                       \
+            V a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, x, c;                            \
+            for (ptrdiff_t k = 0; k < kv; k += LANES) {                                \
+                memcpy(&x, vb + k, sizeof(V));                                         \
+                memcpy(&c, w0 + k, sizeof(V)); a0 += c * x;                            \
+                memcpy(&c, w1 + k, sizeof(V)); a1 += c * x;                            \
+                memcpy(&c, w2 + k, sizeof(V)); a2 += c * x;                            \
+                memcpy(&c, w3 + k, sizeof(V)); a3 += c * x;                            \
+            }                                                                          \
+            T s0 = fastrnn_gv_sum_##SUF(a0), s1 = fastrnn_gv_sum_##SUF(a1);            \
+            T s2 = fastrnn_gv_sum_##SUF(a2), s3 = fastrnn_gv_sum_##SUF(a3);            \
+            for (ptrdiff_t k = kv; k < K; k++) {                                       \
+                s0 += w0[k] * vb[k]; s1 += w1[k] * vb[k];                              \
+                s2 += w2[k] * vb[k]; s3 += w3[k] * vb[k];                              \
+            }                                                                          \
+            if (accumulate) {                                                          \
+                yb[r] += s0; yb[r + 1] += s1; yb[r + 2] += s2; yb[r + 3] += s3;        \
+            } else {                                                                   \
+                yb[r] = s0; yb[r + 1] = s1; yb[r + 2] = s2; yb[r + 3] = s3;            \
+            }                                                                          \
         }                                                                              \
     }                                                                                  \
     for (; r < r1; r++) {                                                              \
         const T* w0 = w + r * ldw;                                                     \
-        V a0 = {0}, x, b;                                                              \
-        for (ptrdiff_t k = 0; k < kv; k += LANES) {                                    \
-            memcpy(&x, v + k, sizeof(V));                                              \
-            memcpy(&b, w0 + k, sizeof(V)); a0 += b * x;                                \
+        for (ptrdiff_t b = 0; b < nv; b++) {                                           \
+            const T* vb = v + b * ldv;                                                 \
+            V a0 = {0}, x, c;                                                          \
+            for (ptrdiff_t k = 0; k < kv; k += LANES) {                                \
+                memcpy(&x, vb + k, sizeof(V));                                         \
+                memcpy(&c, w0 + k, sizeof(V)); a0 += c * x;                            \
+            }                                                                          \
+            T s0 = fastrnn_gv_sum_##SUF(a0);                                           \
+            for (ptrdiff_t k = kv; k < K; k++) s0 += w0[k] * vb[k];                    \
+            y[b * ldy + r] = accumulate ? y[b * ldy + r] + s0 : s0;                    \
         }                                                                              \
-        T s0 = fastrnn_gv_sum_##SUF(a0);                                               \
-        for (ptrdiff_t k = kv; k < K; k++) s0 += w0[k] * v[k];                         \
-        y[r] = accumulate ? y[r] + s0 : s0;                                            \
     }                                                                                  \
 }
 
