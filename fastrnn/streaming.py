@@ -7,11 +7,11 @@ from fastrnn._stream import StreamCore
 
 __all__ = ["Stream"]
 
-# Multiply-adds of a step (all rows) from which two threads beat one (measured:
-# bench/streaming.py and README).  A batch-1 step on the weights' rows splits them
-# between cores with no BLAS, so pays from ~64K (an LSTM of 64 inputs and 128 units:
-# 98K MACs, 0.65-0.75x the time on two threads); the kernels' path for larger batches
-# also pays for a thread team's fork, barrier and BLAS switch, below ~1M it does not.
+# Multiply-adds of a step (all rows) from which two threads beat one (measured with
+# bench/streaming.py, see README).  A step on the weights' rows (batches up to 12)
+# splits them between the cores with no BLAS, and pays from ~64K (an LSTM of 64
+# inputs and 128 units, batch 1: 98K, 0.65-0.75x the time on two threads).  The
+# kernels' path for larger batches also pays for a BLAS switch: below ~1M it does not.
 ROW_STEP_MIN_PARALLEL_MACS = 1 << 16
 STREAM_MIN_PARALLEL_MACS = 1 << 20
 
