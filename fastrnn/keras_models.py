@@ -159,6 +159,13 @@ def from_keras_model(model, backend="auto"):
             if layer.return_state:
                 raise NotImplementedError(f"from_keras: {kind} {layer.name!r} with "
                                           "return_state=True (a chain passes one tensor)")
+            if not layer.return_sequences and _zero_output_for_mask(layer) and \
+                    items and getattr(items[0], "mask_zero", False):
+                # Keras returns the output of the last step, zeros where that step
+                # is padding (post-padded rows); FinalState is each row's last real step.
+                raise NotImplementedError(
+                    f"from_keras: {kind} {layer.name!r} with zero_output_for_mask=True "
+                    "and return_sequences=False after a mask_zero Embedding")
             items.append(layer_from_keras(layer, backend=backend))
             last_recurrent = layer
             if not layer.return_sequences:

@@ -159,6 +159,23 @@ def test_unsupported_layers_and_options_name_themselves(rng, build, match):
         from_keras_model(model)
 
 
+@pytest.mark.parametrize("cell", ["SimpleRNN", "LSTM", "GRU"])
+def test_zero_output_for_mask_on_a_final_state_is_refused(rng, cell):
+    """Keras then zeroes the rows whose last step is padding, where FinalState gives
+    their last real step: refused after a masking Embedding, converted without one."""
+    recurrent = getattr(layers, cell)
+    masked = randomize(keras.Sequential([
+        keras.Input((STEPS,), dtype="int32"), layers.Embedding(VOCAB, 3, mask_zero=True),
+        recurrent(2, zero_output_for_mask=True)]), rng)
+    with pytest.raises(NotImplementedError, match="zero_output_for_mask"):
+        from_keras_model(masked)
+    unmasked = randomize(keras.Sequential([
+        keras.Input((STEPS, 3)), recurrent(2, zero_output_for_mask=True)]), rng)
+    x = rng.standard_normal((4, STEPS, 3)).astype(np.float32)
+    assert_close(from_keras_model(unmasked)(x), np.asarray(unmasked(x).detach().cpu()),
+                 "float32")
+
+
 def test_mixed_precision_bidirectional_is_refused():
     model = keras.Sequential([keras.Input((5, 3), dtype="float64"), layers.Bidirectional(
         layers.GRU(4, dtype="float64"))])         # the wrapper keeps the float32 policy
