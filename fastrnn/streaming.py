@@ -21,7 +21,8 @@ class Stream:
 
     Stepping through ``x[0], x[1], ...`` gives exactly ``layer(x)``'s outputs and final
     states.  The stream reads the layer's live weights, so in-place updates of
-    ``layer.params`` are seen by the next step.
+    ``layer.params`` are seen by the next step; an entry replaced by another array
+    is not (make a new stream).  ``out`` may be ``x_t`` itself.
     """
 
     def __init__(self, layer, batch_size=1):
@@ -38,6 +39,7 @@ class Stream:
         self.dtype = layer.dtype
         self._in_shape = (self.batch_size, layer.input_size)
         self._out_shape = (self.batch_size, layer.output_size)
+        _check_live_params(layer)
         weights = [layer._weights(k, 0) for k in range(layer.num_layers)]
         self._core = StreamCore(layer.mode, weights, self.batch_size, layer.input_size,
                                 layer.hidden_size, layer.output_size, layer.dtype,
@@ -85,6 +87,8 @@ class Stream:
             out = np.empty(self._out_shape, self.dtype)
             result = out[0] if flat else out
         else:
+            if np.may_share_memory(x, out):
+                x = x.copy()      # a team's thread may write out while another reads x
             result = out
             shapes = (self._out_shape, self._out_shape[1:]) if flat else (self._out_shape,)
             if type(out) is not np.ndarray or out.dtype != self.dtype or \
@@ -155,6 +159,25 @@ class Stream:
 
     def __repr__(self):
         return f"Stream({self.layer!r}, batch_size={self.batch_size})"
+
+
+def _check_live_params(layer):
+    """The stream reads the layer's parameter arrays in place (no copy), so each must
+    be what the kernels read: a C-contiguous native array of the layer's dtype and
+    shape.  ``layer(x)`` converts what is not; a stream cannot without losing sight
+    of later in-place updates, so it refuses."""
+    for name, shape in layer._param_shapes():
+        value = layer.params.get(name)
+        if type(value) is not np.ndarray or value.dtype != layer.dtype or \
+                not value.dtype.isnative or not value.flags.c_contiguous or \
+                value.shape != tuple(shape):
+            got = (f"{value.dtype} array of shape {value.shape}"
+                   + ("" if value.flags.c_contiguous else ", not C-contiguous")
+                   if isinstance(value, np.ndarray) else type(value).__name__)
+            raise ValueError(f"a stream reads the layer's parameters in place: {name} must "
+                             f"be a C-contiguous {np.dtype(layer.dtype).name} array of "
+                             f"shape {tuple(shape)}, got a {got} (update it in place, or "
+                             "use load_state_dict)")
 
 
 def _rebuild_stream(layer, batch_size, state):

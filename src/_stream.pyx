@@ -46,6 +46,11 @@ _CELLS = {"rnn": CELL_RNN, "lstm": CELL_LSTM, "gru": CELL_GRU}
 _ACTIVATIONS = {"tanh": 0, "relu": 1, "sigmoid": 2}
 
 
+cdef inline bint _overlap(const char* a, Py_ssize_t na, const char* b,
+                          Py_ssize_t nb) noexcept:
+    return a < b + nb and b < a + na
+
+
 cdef inline void* _data(object a):
     return NULL if a is None else cnp.PyArray_DATA(<cnp.ndarray>a)
 
@@ -163,8 +168,9 @@ cdef class StreamCore:
         stream's dtype, C-contiguous, (B, input_size) or, with B == 1, (input_size,);
         ``out`` None or a writeable C-contiguous ndarray of that dtype shaped as
         Stream.step accepts.  Returns the output; None (having done nothing) for
-        anything else, which the Python wrapper converts or rejects.  The same
-        checks as the wrapper's, at C speed: they were a fifth of a small step."""
+        anything else (byte-swapped arrays, an ``out`` overlapping x), which the
+        Python wrapper converts or rejects.  The same checks as the wrapper's, at C
+        speed: they were a fifth of a small step."""
         cdef cnp.ndarray xa, oa
         cdef int type_num = cnp.NPY_FLOAT32 if self.is_float else cnp.NPY_FLOAT64
         cdef bint flat
@@ -172,7 +178,8 @@ cdef class StreamCore:
         if type(x) is not cnp.ndarray:
             return None
         xa = <cnp.ndarray>x
-        if cnp.PyArray_TYPE(xa) != type_num or not cnp.PyArray_IS_C_CONTIGUOUS(xa):
+        if cnp.PyArray_TYPE(xa) != type_num or not cnp.PyArray_IS_C_CONTIGUOUS(xa) \
+                or not cnp.PyArray_ISNOTSWAPPED(xa):
             return None
         flat = cnp.PyArray_NDIM(xa) == 1
         if flat:
@@ -194,7 +201,11 @@ cdef class StreamCore:
                 return None
             oa = <cnp.ndarray>out
             if cnp.PyArray_TYPE(oa) != type_num or not cnp.PyArray_IS_C_CONTIGUOUS(oa) \
-                    or not cnp.PyArray_ISWRITEABLE(oa):
+                    or not cnp.PyArray_ISWRITEABLE(oa) or not cnp.PyArray_ISNOTSWAPPED(oa):
+                return None
+            # A team's thread may write out while another still reads x.
+            if _overlap(cnp.PyArray_BYTES(xa), cnp.PyArray_NBYTES(xa),
+                        cnp.PyArray_BYTES(oa), cnp.PyArray_NBYTES(oa)):
                 return None
             if cnp.PyArray_NDIM(oa) == 2:
                 if cnp.PyArray_DIM(oa, 0) != self.B or cnp.PyArray_DIM(oa, 1) != self.P:

@@ -459,6 +459,55 @@ def test_in_place_parameter_updates_are_seen(cell, B, rng):
     assert_close(stream.state, state_ref, "float64", "state")
 
 
+@pytest.mark.parametrize("B", [1, 4, 13])               # row steps and the kernels
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("cell", [CELL_BY_NAME[n] for n in ("lstm", "gru", "rnn_tanh")],
+                         ids=str)
+def test_out_may_be_the_input_itself(cell, threads, B, rng, default_threads):
+    """Two threads: one may write a step's output while the other still reads x."""
+    fastrnn.set_num_threads(threads)
+    layer = cell.make(256, 256, dtype="float32", seed=3)
+    stream = layer.stream(B)
+    assert stream._threads == threads
+    x = time_major_input(rng, layer, 6, B)
+    got = []
+    for t in range(x.shape[0]):
+        buf = x[t].copy()
+        assert stream.step(buf, out=buf) is buf
+        got.append(buf)
+    assert_close(np.stack(got), layer(x)[0], "float32")
+
+
+@pytest.mark.parametrize("B", [1, 13])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_byte_swapped_input_is_converted_and_output_refused(dtype, B, rng):
+    layer = fastrnn.GRU(4, 8, dtype=dtype, seed=0)
+    x = time_major_input(rng, layer, 3, B)
+    swapped = x.astype(x.dtype.newbyteorder(">" if x.dtype.byteorder != ">" else "<"))
+    assert not swapped.dtype.isnative
+    assert_close(step_through(layer.stream(B), swapped), layer(x)[0], dtype)
+    out = np.zeros((B, 8), swapped.dtype)
+    with pytest.raises(ValueError, match="out must be"):
+        layer.stream(B).step(x[0], out=out)
+
+
+@pytest.mark.parametrize("replace, match", [
+    (lambda w: np.zeros((1, 1), w.dtype), r"shape \(32, 8\)"),
+    (lambda w: w.astype(np.float64), "float64 array"),
+    (lambda w: np.asfortranarray(w), "not C-contiguous"),
+    (lambda w: w.astype(w.dtype.newbyteorder(">")), "array"),
+    (lambda w: w.tolist(), "list"),
+], ids=["shape", "dtype", "fortran", "byte_order", "list"])
+def test_a_parameter_the_stream_cannot_read_in_place_is_refused(replace, match):
+    """``layer(x)`` converts such arrays; a stream would read them raw (a wrong shape
+    read out of bounds), so making one raises and names the parameter."""
+    layer = fastrnn.LSTM(3, 8, dtype="float32", seed=0)
+    layer.params["weight_hh_l0"] = replace(layer.params["weight_hh_l0"])
+    with pytest.raises(ValueError, match="weight_hh_l0") as info:
+        layer.stream(1)
+    assert info.match(match)
+
+
 # ------------------------------------------------------------------ pickling
 
 @pytest.mark.parametrize("cell", SOME_CELLS, ids=str)
