@@ -42,6 +42,19 @@ def as_real_array(value, name, dtype):
     return arr.astype(dtype, copy=False)
 
 
+def owned(arr, original):
+    """``arr``, or a copy of it unless it is a fresh conversion of the caller's
+    ``original``: a training cache must not see later changes to the caller's data,
+    whether that came as an ndarray (``arr`` a view of it), a torch tensor or any
+    other buffer (``arr`` a view of its memory)."""
+    root = arr
+    while isinstance(root.base, np.ndarray):
+        root = root.base
+    fresh = root.flags.owndata and root is not original and not (
+        isinstance(original, np.ndarray) and np.shares_memory(root, original))
+    return arr if fresh else arr.copy()
+
+
 class TrainCache:
     """What forward_train keeps for backward; it serves one backward call."""
 
@@ -259,8 +272,8 @@ class RNNBase:
         x_in = x
         x_in_shape = np.shape(x)
         x, h0, c0, lengths, batched = self._prepare(x, hx, lengths)
-        if training and isinstance(x_in, np.ndarray) and np.shares_memory(x, x_in):
-            x = x.copy()      # the cache must not see later changes to the caller's x
+        if training:
+            x = owned(x, x_in)
         backend = BACKENDS[self.backend]
         layout = backend.Layout(x, lengths)
         T, B, _ = x.shape

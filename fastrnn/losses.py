@@ -94,7 +94,8 @@ def mse(pred, target, mask=None):
     diff = p - t
     mask = _check_mask(mask, p.shape[:-1]) if mask is not None else None
     if mask is not None:
-        diff *= mask[..., None]
+        # Selected, not multiplied: a NaN target at a dropped step must stay dropped.
+        diff = np.where(mask[..., None], diff, diff.dtype.type(0))
         count = int(mask.sum()) * p.shape[-1]
     else:
         count = diff.size

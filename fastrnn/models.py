@@ -16,7 +16,8 @@ from scipy.special import expit
 from fastrnn._config import blas_guard, get_num_threads
 from fastrnn import persistence
 from fastrnn._train_ops import scatter_add
-from fastrnn._layers import GRU, LSTM, RNN, RNNBase, _check_size, _layer_dtype, as_real_array
+from fastrnn._layers import (GRU, LSTM, RNN, RNNBase, _check_size, _layer_dtype,
+                             as_real_array, owned)
 from fastrnn.kernels.blas import gemm_memview
 
 __all__ = ["Embedding", "Dense", "FinalState", "Dropout", "Sequential"]
@@ -48,14 +49,6 @@ def _check_grad(dout, shape, dtype, name="dout"):
     arr = as_real_array(dout, name, dtype)
     if arr.shape != tuple(shape):
         raise ValueError(f"{name}: expected shape {tuple(shape)}, got {arr.shape}")
-    return arr
-
-
-def _owned(arr, original):
-    """``arr``, copied if it shares memory with the caller's ``original``: a cache
-    must not see later changes to the caller's arrays."""
-    if isinstance(original, np.ndarray) and np.shares_memory(arr, original):
-        return arr.copy()
     return arr
 
 
@@ -172,7 +165,7 @@ class Embedding(_Parameters):
 
     def forward_train(self, tokens):
         """Lookup keeping the tokens for backward: returns (out, cache)."""
-        ids = _owned(as_tokens(tokens, self.num_embeddings), tokens)
+        ids = owned(as_tokens(tokens, self.num_embeddings), tokens)
         return self._forward(ids, training=True)
 
     def _forward(self, ids, training):
@@ -316,7 +309,7 @@ class Dense(_Parameters):
 
     def forward_train(self, x, *, logits=False):
         """Forward keeping what backward needs: returns (out, cache)."""
-        return self._forward(_owned(self._check_input(x), x), training=True, logits=logits)
+        return self._forward(owned(self._check_input(x), x), training=True, logits=logits)
 
     def _forward(self, x, training, logits=False):
         # One GEMM over all leading axes, the bias preloaded into C.
@@ -765,7 +758,7 @@ class Sequential:
         """
         x_in = x
         x, steps = self._prepare(x, lengths)
-        x = _owned(x, x_in)
+        x = owned(x, x_in)
         return self._run(x, steps, training=True, logits=logits)
 
     def _run(self, x, steps, training, logits):

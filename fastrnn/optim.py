@@ -149,7 +149,13 @@ def clip_grad_norm(grads, max_norm, norm_type=2.0):
         raise ValueError(f"max_norm must be a number >= 0 (inf allowed), got {max_norm!r}")
     max_norm = float(max_norm)
     norm_type = float(norm_type)
+    if not hasattr(grads, "values"):
+        raise TypeError(f"grads must map names to gradient arrays, got {type(grads).__name__}")
     arrays = list(grads.values())
+    for g in arrays:
+        if not isinstance(g, np.ndarray) or g.dtype.kind != "f":
+            raise TypeError("clip_grad_norm scales gradients in place: each must be a "
+                            f"floating-point ndarray, got {_describe(g)}")
     if not arrays:
         return 0.0
     if norm_type == math.inf:
@@ -161,7 +167,14 @@ def clip_grad_norm(grads, max_norm, norm_type=2.0):
         total = float(np.sum(np.asarray(norms) ** norm_type) ** (1 / norm_type))
     else:
         raise ValueError(f"norm_type must be positive or inf, got {norm_type}")
-    coef = min(1.0, max_norm / (total + 1e-6))
-    for g in arrays:
+    coef = max_norm / (total + 1e-6)
+    if not coef < 1.0 and not math.isnan(coef):
+        return total
+    for g in arrays:          # a NaN norm makes every gradient NaN, as in torch
         g *= g.dtype.type(coef)
     return total
+
+
+def _describe(value):
+    return (f"a {value.dtype} array" if isinstance(value, np.ndarray)
+            else type(value).__name__)

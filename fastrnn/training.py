@@ -5,6 +5,7 @@ does: the loss is computed from the pre-softmax logits (fused and stable), and
 the model's output stays a probability at inference.
 """
 
+import numbers
 import time
 
 import numpy as np
@@ -120,10 +121,19 @@ def fit(model, x, y, *, loss, optimizer, epochs, batch_size, lengths=None,
         lengths = np.asarray(lengths)
         if lengths.shape != (len(x),):
             raise ValueError(f"lengths: expected shape ({len(x)},), got {lengths.shape}")
-    if int(epochs) < 0 or int(batch_size) < 1:
-        raise ValueError("epochs must be >= 0 and batch_size >= 1")
+    for name, value, least in (("epochs", epochs, 0), ("batch_size", batch_size, 1)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or \
+                value < least:
+            raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+    if len(x) == 0:
+        raise ValueError("fit needs at least one training sample, got none")
+    if not callable(getattr(optimizer, "step", None)):
+        raise TypeError("optimizer must have a step(grads) method (fastrnn.optim.SGD, "
+                        f"Adam), got {type(optimizer).__name__}")
     if validation_data is not None and len(validation_data) not in (2, 3):
         raise ValueError("validation_data must be (x, y) or (x, y, lengths)")
+    if validation_data is not None and len(validation_data[0]) == 0:
+        raise ValueError("validation_data holds no samples")
     rng = np.random.default_rng(seed)
     bar_factory = _progress_factory(progress)
     history = {"loss": []}

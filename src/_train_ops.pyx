@@ -15,10 +15,10 @@ cdef extern from "fastrnn/kernels/_train_ops.h" nogil:
     double fastrnn_xent_row_f64(const double* z, Py_ssize_t C, Py_ssize_t label,
                                 double scale, double* grad)
     void fastrnn_adam_f32(float* p, const float* grad, float* m, float* v, Py_ssize_t n,
-                          float beta1, float beta2, float step_size, float bc2_sqrt,
+                          float w1, float beta2, float w2, float step_size, float bc2_sqrt,
                           float eps, float decay)
     void fastrnn_adam_f64(double* p, const double* grad, double* m, double* v,
-                          Py_ssize_t n, double beta1, double beta2, double step_size,
+                          Py_ssize_t n, double w1, double beta2, double w2, double step_size,
                           double bc2_sqrt, double eps, double decay)
     void fastrnn_scatter_add_f32(float* dw, const Py_ssize_t* ids, const float* rows,
                                  Py_ssize_t n, Py_ssize_t D)
@@ -68,11 +68,13 @@ def adam(floating[::1] p, const floating[::1] grad, floating[::1] m, floating[::
             count = min(ADAM_CHUNK, n - start)
             if floating is float:
                 fastrnn_adam_f32(&p[start], &grad[start], &m[start], &v[start], count,
-                                 <float>beta1, <float>beta2, <float>step_size,
-                                 <float>bc2_sqrt, <float>eps, <float>decay)
+                                 <float>(1 - beta1), <float>beta2, <float>(1 - beta2),
+                                 <float>step_size, <float>bc2_sqrt, <float>eps,
+                                 <float>decay)
             else:
                 fastrnn_adam_f64(&p[start], &grad[start], &m[start], &v[start], count,
-                                 beta1, beta2, step_size, bc2_sqrt, eps, decay)
+                                 1 - beta1, beta2, 1 - beta2, step_size, bc2_sqrt, eps,
+                                 decay)
 
 
 def scatter_add(floating[:, ::1] dw, const Py_ssize_t[::1] ids,

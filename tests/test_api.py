@@ -589,6 +589,28 @@ def test_bad_lengths(error_backend, lengths):
         layer.forward_train(x, lengths=np.array(lengths))
 
 
+@pytest.mark.parametrize("wrap", ["ndarray", "batch_first_view", "memoryview", "torch"])
+@pytest.mark.parametrize("backend, cell", cell_backend_params(
+    [CELL_BY_NAME[n] for n in ("lstm", "gru")]))
+def test_backward_does_not_see_later_changes_to_x(cell, backend, wrap, rng):
+    """x is read without a copy where it can be (an ndarray of the layer's dtype, a
+    buffer, a torch tensor): the cache keeps its own, so refilling the caller's x
+    between forward_train and backward changes no gradient."""
+    batch_first = wrap == "batch_first_view"
+    layer = cell.make(3, 4, dtype="float32", backend=backend, seed=0,
+                      batch_first=batch_first)
+    x = rng.standard_normal((5, 2, 3)).astype(np.float32)
+    held = {"ndarray": lambda a: a, "batch_first_view": lambda a: a.transpose(1, 0, 2),
+            "memoryview": memoryview,
+            "torch": lambda a: pytest.importorskip("torch").from_numpy(a)}[wrap](x)
+    out = layer.forward_train(held)
+    dy = rng.standard_normal(out[0].shape).astype(np.float32)
+    same = x.copy().transpose(1, 0, 2) if batch_first else x.copy()
+    expected = layer.backward(layer.forward_train(same)[-1], dy)
+    x[:] = 0
+    assert_close(layer.backward(out[-1], dy), expected, "float32", tol=0)
+
+
 @pytest.mark.parametrize("backend, cell", cell_backend_params(SOME_CELLS))
 def test_backward_twice_raises(backend, cell):
     layer = cell.make(3, 4, backend=backend, seed=0)

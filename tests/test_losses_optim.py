@@ -101,6 +101,17 @@ def test_mse_matches_torch(rng, dtype):
     assert_close(grad, expected_grad, dtype)
 
 
+def test_mse_mask_drops_nan_targets_at_dropped_steps(rng):
+    """The mask selects (as ``pred[mask]`` would); multiplying by it kept NaN * 0."""
+    pred = rng.standard_normal((2, 4, 1))
+    target = rng.standard_normal((2, 4, 1))
+    mask = np.array([[True, True, False, False], [True, True, True, True]])
+    poisoned = np.where(mask[..., None], target, np.nan)
+    loss, grad = losses.mse(pred, poisoned, mask=mask)
+    assert loss == pytest.approx(np.mean((pred[mask] - target[mask]) ** 2), rel=1e-12)
+    assert np.all(np.isfinite(grad)) and not np.any(grad[~mask])
+
+
 def test_mse_targets_without_the_unit_axis_and_masks(rng):
     pred = rng.standard_normal((6, 1))
     target = rng.standard_normal(6)
@@ -163,10 +174,27 @@ def test_sgd_steps_match_torch(rng, dtype, options):
 @pytest.mark.parametrize("options", [
     dict(),
     dict(lr=0.01, betas=(0.8, 0.99), eps=1e-6, weight_decay=0.05),
-], ids=["defaults", "all_options"])
+    dict(lr=0.1, betas=(0.3, 0.9)),
+    dict(lr=0.1, betas=(0.0, 0.0)),
+], ids=["defaults", "all_options", "small_beta1", "zero_betas"])
 def test_adam_steps_match_torch(rng, dtype, options):
     _run_both(rng, dtype, lambda p: optim.Adam(p, **options),
               lambda t: torch.optim.Adam(t, **options))
+
+
+def test_adam_first_moment_is_torchs_lerp():
+    """torch's lerp gives exactly g at weight 1 (beta1 = 0) and takes 1 - beta1 in
+    double; m += (1 - b1)(g - m) in float32 lost a small g beside a large old m."""
+    ours = {"w": np.zeros(1, np.float32)}
+    tensor = torch.zeros(1, requires_grad=True)
+    opt, theirs = optim.Adam(ours, lr=0.1, betas=(0.0, 0.0)), \
+        torch.optim.Adam([tensor], lr=0.1, betas=(0.0, 0.0))
+    for g in (1.0, 3e-8):
+        opt.step({"w": np.array([g], np.float32)})
+        tensor.grad = torch.tensor([g], dtype=torch.float32)
+        theirs.step()
+    np.testing.assert_array_equal(opt.state["w"]["m"], theirs.state[tensor]["exp_avg"].numpy())
+    np.testing.assert_array_equal(ours["w"], tensor.detach().numpy())
 
 
 def test_optimiser_errors(rng):
@@ -204,6 +232,27 @@ def test_clip_grad_norm_matches_torch(rng, max_norm, norm_type):
     if max_norm < total:
         clipped = optim.clip_grad_norm(grads, math.inf, norm_type=norm_type)
         assert clipped == pytest.approx(max_norm, rel=1e-5)
+
+
+def test_clip_grad_norm_refuses_what_it_cannot_scale_in_place():
+    with pytest.raises(TypeError, match="floating-point ndarray, got a int64 array"):
+        optim.clip_grad_norm({"w": np.array([3, 4])}, 1.0)
+    with pytest.raises(TypeError, match="got list"):
+        optim.clip_grad_norm({"w": [3.0, 4.0]}, 1.0)
+    with pytest.raises(TypeError, match="map names"):
+        optim.clip_grad_norm([np.ones(2)], 1.0)
+
+
+def test_clip_grad_norm_of_a_nan_gradient_makes_every_gradient_nan_as_torch():
+    grads = {"a": np.array([np.nan, 1.0]), "b": np.ones(3)}
+    tensors = [torch.from_numpy(g.copy()).requires_grad_() for g in grads.values()]
+    for t, g in zip(tensors, grads.values()):
+        t.grad = torch.from_numpy(g.copy())
+    torch.nn.utils.clip_grad_norm_(tensors, 1.0)
+    assert math.isnan(optim.clip_grad_norm(grads, 1.0))
+    for t, g in zip(tensors, grads.values()):
+        np.testing.assert_array_equal(g, t.grad.numpy())
+        assert np.isnan(g).all()
 
 
 def test_adam_updates_float16_parameters_through_float64(rng):

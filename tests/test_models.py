@@ -477,11 +477,16 @@ def test_caches_serve_one_backward(rng):
         dense.backward(dense_cache, np.ones((1, 2)))
 
 
-def test_forward_train_does_not_see_later_changes_to_the_input(rng):
+@pytest.mark.parametrize("wrap", ["ndarray", "memoryview", "torch"])
+def test_forward_train_does_not_see_later_changes_to_the_input(wrap, rng):
+    """Whatever holds the caller's x (a NumPy array, any buffer, a torch tensor, all
+    read without a copy), refilling it before backward changes no gradient."""
     model = Sequential([fastrnn.RNN(3, 4, batch_first=True, dtype="float64", seed=0),
                         Dense(4, 2, dtype="float64", seed=1)])
     x = rng.standard_normal((2, 5, 3))
-    out, cache = model.forward_train(x)
+    held = {"ndarray": lambda a: a, "memoryview": memoryview,
+            "torch": lambda a: pytest.importorskip("torch").from_numpy(a)}[wrap](x)
+    out, cache = model.forward_train(held)
     dout = rng.standard_normal(out.shape)
     expected = model.backward(model.forward_train(x.copy())[1], dout)
     x[:] = 0

@@ -136,3 +136,30 @@ def test_fit_errors(rng):
     with pytest.raises(ValueError, match="validation_data"):
         fastrnn.fit(model, x, y, loss="mse", optimizer=opt, epochs=1, batch_size=4,
                     validation_data=(x,), progress=False)
+
+
+@pytest.mark.parametrize("change, exc, match", [
+    (dict(epochs=1.7), ValueError, "epochs must be an integer"),
+    (dict(epochs=-1), ValueError, "epochs must be an integer >= 0"),
+    (dict(batch_size=2.5), ValueError, "batch_size must be an integer >= 1"),
+    (dict(batch_size=True), ValueError, "batch_size"),
+    (dict(optimizer=None), TypeError, "step"),
+    (dict(empty=True), ValueError, "at least one training sample"),
+    (dict(validation_data="empty"), ValueError, "validation_data holds no samples"),
+], ids=["float_epochs", "negative_epochs", "float_batch", "bool_batch", "no_optimizer",
+        "no_data", "no_validation_data"])
+def test_fit_refuses_bad_arguments_before_training(change, exc, match, rng):
+    model = classifier()
+    x, y, _ = token_data(rng)
+    before = model.state_dict()
+    kwargs = dict(loss="cross_entropy", optimizer=Adam(model.params), epochs=1,
+                  batch_size=4, progress=False)
+    kwargs.update({k: v for k, v in change.items() if k != "empty"})
+    if change.get("empty"):
+        x, y = x[:0], y[:0]
+    if kwargs.get("validation_data") == "empty":
+        kwargs["validation_data"] = (x[:0], y[:0])
+    with pytest.raises(exc, match=match):
+        fastrnn.fit(model, x, y, **kwargs)
+    for name, value in model.state_dict().items():
+        np.testing.assert_array_equal(value, before[name])

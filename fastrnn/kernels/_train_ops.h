@@ -41,17 +41,20 @@ static inline double fastrnn_xent_row_##SUF(const T* z, ptrdiff_t C, ptrdiff_t l
     grad[label] -= scale;                                                             \
     return log((double)total) - (double)(z[label] - top);                             \
 }                                                                                     \
-/* Adam on n contiguous elements (torch.optim.Adam, decay as an L2 term):             \
-   g = grad + decay p; m += (1 - b1)(g - m); v = b2 v + (1 - b2) g^2;                 \
-   p -= step_size m / (sqrt(v) / bc2_sqrt + eps). */                                  \
+/* Adam on n contiguous elements (torch.optim.Adam, decay as an L2 term), rounded as  \
+   torch rounds it: g = grad + decay p; m = lerp(m, g, w1); v = b2 v + w2 g^2;         \
+   p -= step_size m / (sqrt(v) / bc2_sqrt + eps), where w1 = 1 - b1 and w2 = 1 - b2     \
+   come from the caller in double (torch's Python floats), and lerp takes torch's       \
+   two forms (exactly g at w1 = 1, i.e. b1 = 0). */                                    \
 static inline void fastrnn_adam_##SUF(T* p, const T* grad, T* m, T* v, ptrdiff_t n,   \
-        T beta1, T beta2, T step_size, T bc2_sqrt, T eps, T decay) {                  \
-    const T keep1 = (T)1 - beta1, keep2 = (T)1 - beta2;                               \
+        T w1, T beta2, T w2, T step_size, T bc2_sqrt, T eps, T decay) {               \
+    const int small_w1 = w1 < (T)0.5;                                                 \
+    const T rest1 = (T)1 - w1;                                                        \
     FASTRNN_SIMD                                                                      \
     for (ptrdiff_t i = 0; i < n; i++) {                                               \
         T g = decay != 0 ? grad[i] + decay * p[i] : grad[i];                          \
-        T mi = m[i] + keep1 * (g - m[i]);                                             \
-        T vi = v[i] * beta2 + keep2 * g * g;                                          \
+        T mi = small_w1 ? m[i] + w1 * (g - m[i]) : g - (g - m[i]) * rest1;            \
+        T vi = v[i] * beta2 + w2 * g * g;                                             \
         m[i] = mi;                                                                    \
         v[i] = vi;                                                                    \
         p[i] -= step_size * mi / (SQRT(vi) / bc2_sqrt + eps);                         \
