@@ -15,7 +15,10 @@
 #   work     lstm_workspace_size(T, B, H, P, training) elements of scratch
 #
 # ``reverse`` walks each sequence from its own last step.  num_threads > 1 opens an
-# OpenMP team; BLAS must then be single-threaded (fastrnn's layers arrange it).
+# OpenMP team; BLAS should then be single-threaded (fastrnn's layers arrange it): the
+# team calls BLAS from every thread, and BLAS threads on top would oversubscribe the
+# cores (the results are the same).  Calls are reentrant: any number may run at once,
+# from any threads, each with its own workspace and output buffers.
 # Kernels never touch Python objects and never fail: callers check sizes (every size
 # and leading dimension must fit a C int for BLAS).
 # Their one allocation, once per call and freed before they return: a copy of the
