@@ -34,7 +34,9 @@ def _torch_sequential_class():
         def forward(self, x, lengths=None, logits=False):
             B, T = x.shape[:2]
             real = scatter = empty = None
-            if self.mask_zero:
+            # Masks shape only the recurrent layers' view (as in fastrnn's Sequential):
+            # without one, every item works per position and nothing moves.
+            if self.mask_zero and "recurrent" in self.kinds:
                 real = x != 0
                 lengths = real.sum(1)
                 empty = lengths == 0

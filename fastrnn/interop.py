@@ -19,6 +19,9 @@ def from_torch(module, backend="auto"):
     cls, nonlinearity = _TORCH_MODES[mode]
     import torch
     weights = {name: p.detach().cpu() for name, p in module.named_parameters()}
+    if not weights:
+        raise NotImplementedError(f"from_torch: {type(module).__name__} holds no float "
+                                  "parameters (a quantized module?)")
     torch_dtype = next(iter(weights.values())).dtype
     if torch_dtype not in (torch.float32, torch.float64):
         raise NotImplementedError(f"from_torch: parameter dtype {torch_dtype} is not "
@@ -161,6 +164,36 @@ def _onnx_has_constant(graph, name):
         n.op_type == "Constant" and name in n.output for n in graph.node)
 
 
+# Ops that only move, repeat or retype their first input's values.
+_ONNX_PASS_THROUGH = {"Expand", "Tile", "Reshape", "Unsqueeze", "Squeeze", "Identity",
+                      "Cast", "Transpose", "Flatten"}
+
+
+def _onnx_source(graph, name):
+    """Where the values of node input ``name`` come from, followed back through ops
+    that only move or repeat them (a state Expand-ed over the batch, say):
+    ("constant", array), ("input", None) for a graph input given at run time, or
+    ("computed", op_type) for anything else."""
+    from onnx import numpy_helper
+    producers = {out: n for n in graph.node for out in n.output}
+    graph_inputs = {i.name for i in graph.input}
+    for _ in range(len(graph.node) + 1):
+        if _onnx_has_constant(graph, name):
+            return "constant", _onnx_constant(graph, name, name)
+        if name in graph_inputs:
+            return "input", None
+        n = producers.get(name)
+        if n is None:
+            return "computed", None
+        if n.op_type == "ConstantOfShape":
+            value = [numpy_helper.to_array(a.t) for a in n.attribute if a.name == "value"]
+            return "constant", value[0] if value else np.zeros(1, np.float32)
+        if n.op_type not in _ONNX_PASS_THROUGH or not n.input:
+            return "computed", n.op_type
+        name = n.input[0]
+    return "computed", None
+
+
 def from_onnx(model_or_path, node=None, backend="auto"):
     """The fastrnn layer equivalent to an ONNX ``RNN``, ``LSTM`` or ``GRU`` node.
 
@@ -205,15 +238,20 @@ def from_onnx(model_or_path, node=None, backend="auto"):
             raise NotImplementedError(f"from_onnx: attribute {name!r} is not supported")
     if attrs.get("input_forget", 0):
         raise NotImplementedError("from_onnx: attribute 'input_forget' is not supported")
-    if inputs[4] and _onnx_has_constant(graph, inputs[4]):
-        raise NotImplementedError("from_onnx: sequence_lens is a constant of the graph; "
-                                  "a layer takes lengths= at call time instead")
+    if inputs[4]:
+        kind, _ = _onnx_source(graph, inputs[4])
+        if kind != "input":
+            what = "a constant" if kind == "constant" else "computed"
+            raise NotImplementedError(f"from_onnx: sequence_lens is {what} in the graph; a "
+                                      "layer takes lengths= at call time instead")
     for slot, name in ((5, "initial_h"), (6, "initial_c")):
-        if inputs[slot] and _onnx_has_constant(graph, inputs[slot]):
-            if np.any(_onnx_constant(graph, inputs[slot], name) != 0):
-                raise NotImplementedError(
-                    f"from_onnx: {name} is a nonzero constant of the graph; a layer "
-                    "starts from zeros or from the hx given at call time")
+        if not inputs[slot]:
+            continue
+        kind, value = _onnx_source(graph, inputs[slot])
+        if kind == "computed" or (kind == "constant" and np.any(value != 0)):
+            what = "a nonzero constant" if kind == "constant" else "computed"
+            raise NotImplementedError(f"from_onnx: {name} is {what} in the graph; a layer "
+                                      "starts from zeros or from the hx given at call time")
     if op == "LSTM" and inputs[7]:
         P = _onnx_constant(graph, inputs[7], "P (peepholes)")
         if np.any(P != 0):

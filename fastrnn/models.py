@@ -686,12 +686,16 @@ class Sequential:
 
     @classmethod
     def _from_npz_entries(cls, config, arrays):
+        if not isinstance(config, dict) or not isinstance(config.get("items"), list) or \
+                "masked_output" not in config:
+            raise ValueError("a Sequential configuration holds items (a list) and "
+                             "masked_output")
         items = []
-        for entry in config["items"]:
-            item_cls = _ITEM_CLASSES.get(entry["cls"])
+        for i, entry in enumerate(config["items"]):
+            item_cls = _ITEM_CLASSES.get(entry.get("cls") if isinstance(entry, dict) else None)
             if item_cls is None:
-                raise ValueError(f"unknown Sequential item {entry['cls']!r}")
-            items.append(item_cls(**entry["config"]))
+                raise ValueError(f"unknown Sequential item {entry!r}")
+            items.append(persistence.build(item_cls, entry.get("config"), f"item {i}"))
         model = cls(items, masked_output=config["masked_output"])
         model.load_state_dict(arrays)
         return model

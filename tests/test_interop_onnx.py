@@ -491,6 +491,41 @@ def test_from_onnx_constant_initial_state(orng, op):
         fastrnn.from_onnx(model)
 
 
+@pytest.mark.parametrize("fill, source", [(0.0, "constant"), (0.7, "constant"),
+                                          (0.0, "constant_of_shape"), (0.7, "constant_of_shape"),
+                                          (None, "computed")])
+def test_from_onnx_initial_state_built_in_the_graph(orng, fill, source):
+    """A state Expand-ed over the batch from a value in the graph (as torch's exporter
+    writes a zero or a learned h0): zeros convert; anything else must refuse, never
+    convert into a layer that silently starts from zeros."""
+    W, R, Bv = random_weights(orng, "GRU", 1)
+    node, inits, _, outputs = rnn_node_parts("GRU", W, R, Bv, initial_h=np.zeros((1, 1, H),
+                                                                                np.float32))
+    inits = [t for t in inits if t.name != "initial_h"]
+    shape = helper.make_node("Constant", [], ["shape"], value=numpy_helper.from_array(
+        np.array([1, B, H], np.int64)))
+    if source == "constant":
+        seed = [helper.make_node("Constant", [], ["seed"], value=numpy_helper.from_array(
+            np.full((1, 1, H), fill, np.float32)))]
+    elif source == "constant_of_shape":
+        seed = [helper.make_node("ConstantOfShape", ["shape"], ["seed"],
+                                 value=numpy_helper.from_array(np.array([fill], np.float32)))]
+    else:                                       # a value the converter cannot fold
+        seed = [helper.make_node("RandomNormal", [], ["seed"], shape=[1, 1, H])]
+    expand = helper.make_node("Expand", ["seed", "shape"], ["initial_h"])
+    x_info = helper.make_tensor_value_info("X", TensorProto.FLOAT, ["time", B, I])
+    model = finish(helper.make_graph([shape] + seed + [expand, node], "g", [x_info],
+                                     outputs, inits))
+    if fill == 0.0:
+        x = orng.standard_normal((T, B, I)).astype(np.float32)
+        Y, *_ = run_ort(model, {"X": x})
+        assert_close(fastrnn_outputs(fastrnn.from_onnx(model), x)[0], y_from_onnx(Y, 0),
+                     np.float32, "y from a zero state built in the graph")
+    else:
+        with pytest.raises(NotImplementedError, match="initial_h"):
+            fastrnn.from_onnx(model)
+
+
 def test_from_onnx_constant_sequence_lens_refused(orng):
     """sequence_lens baked into the graph is not a property of a layer (fastrnn takes
     lengths= at call time): converting must refuse rather than ignore it."""

@@ -370,6 +370,19 @@ def test_to_torch_matches_with_mask_zero_and_lengths(rng):
                                rtol=1e-12, atol=1e-14)
 
 
+def test_to_torch_with_mask_zero_and_no_recurrent_layer_keeps_positions(rng):
+    """The mask moves real tokens to the front only for recurrent layers; without
+    one the twin must work per position, as the model does."""
+    torch = pytest.importorskip("torch")
+    model = Sequential([Embedding(6, 3, mask_zero=True, dtype="float64", seed=0),
+                        Dense(3, 2, dtype="float64", seed=1)])
+    tokens = np.array([[1, 0, 2], [0, 4, 5]])
+    expected = model[1](model[0](tokens))
+    np.testing.assert_allclose(model(tokens), expected, rtol=1e-15)
+    np.testing.assert_allclose(model.to_torch()(torch.from_numpy(tokens)).detach().numpy(),
+                               expected, rtol=1e-12)
+
+
 # ------------------------------------------------------ names and parameters
 def test_state_dict_names_are_torch_sequential_names():
     torch = pytest.importorskip("torch")

@@ -294,6 +294,63 @@ def test_load_of_a_damaged_file_raises(tmp_path):
         fastrnn.load(tmp_path / "notjson.npz")
 
 
+def _edited_header(path, out, edit):
+    """Copy the file at ``path`` to ``out`` with its JSON header passed through ``edit``."""
+    with np.load(path, allow_pickle=False) as data:
+        entries = {k: data[k] for k in data.files}
+    header = json.loads(str(entries["__config__"]))
+    edit(header)
+    entries["__config__"] = np.array(json.dumps(header))
+    np.savez(out, **entries)
+    return out
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda h: h["config"].pop("batch_first"), "batch_first"),
+    (lambda h: h["config"].pop("nonlinearity"), "nonlinearity"),
+    (lambda h: h["config"].update(hidden_size=5), "weight|hidden_size"),
+    (lambda h: h["config"].update(colour="red"), "colour"),
+    (lambda h: h.pop("cls"), "unknown class"),
+    (lambda h: h.update(config=[1, 2]), "JSON object"),
+], ids=["lost_default_key", "lost_cell_key", "edited_size", "unknown_key", "no_class",
+        "config_not_object"])
+def test_load_of_an_edited_header_raises_value_error(edit, match, tmp_path):
+    """A key lost from a file must not fall back on the constructor's default (a
+    relu RNN reloaded as tanh, batch-first as time-major): the configuration must be
+    exactly what such a layer writes."""
+    layer = fastrnn.RNN(3, 4, nonlinearity="relu", batch_first=True, seed=1)
+    layer.save(tmp_path / "good.npz")
+    with pytest.raises(ValueError, match=match):
+        fastrnn.load(_edited_header(tmp_path / "good.npz", tmp_path / "bad.npz", edit))
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda h: h["config"]["items"][1]["config"].pop("activation"), "activation"),
+    (lambda h: h["config"].pop("masked_output"), "masked_output"),
+    (lambda h: h["config"]["items"][0].pop("config"), "JSON object"),
+    (lambda h: h["config"].update(items="abc"), "items"),
+], ids=["lost_activation", "lost_masked_output", "item_without_config", "items_not_list"])
+def test_load_of_an_edited_sequential_header_raises_value_error(edit, match, tmp_path):
+    model = fastrnn.Sequential([fastrnn.LSTM(3, 4, batch_first=True, seed=1),
+                                fastrnn.Dense(4, 2, activation="tanh", seed=2)])
+    model.save(tmp_path / "good.npz")
+    with pytest.raises(ValueError, match=match):
+        fastrnn.load(_edited_header(tmp_path / "good.npz", tmp_path / "bad.npz", edit))
+
+
+def test_load_of_other_files_raises_value_error(tmp_path):
+    np.save(tmp_path / "array.npy", np.zeros(3))
+    with pytest.raises(ValueError, match="npy"):
+        fastrnn.load(tmp_path / "array.npy")
+    fastrnn.GRU(2, 3, seed=0).save(tmp_path / "good.npz")
+    data = (tmp_path / "good.npz").read_bytes()
+    (tmp_path / "cut.npz").write_bytes(data[:len(data) // 2])
+    with pytest.raises(ValueError, match="not a readable fastrnn file"):
+        fastrnn.load(tmp_path / "cut.npz")
+    with pytest.raises(FileNotFoundError):
+        fastrnn.load(tmp_path / "absent.npz")
+
+
 # -------------------------------------------------------------------- equality
 
 def test_equality_semantics():
