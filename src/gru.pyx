@@ -281,86 +281,107 @@ cdef void gru_backward(
 # Thin wrappers for fastrnn's layers (see fastrnn.kernels.lstm).
 
 import numpy as np
+cimport numpy as cnp
 from fastrnn._scratch import POOL
-from fastrnn.kernels._args cimport ptr, cptr, sizes_ptr, need, packed_rows
+from fastrnn.kernels._args cimport ptr, cptr, sizes_ptr, is_double, packed_rows
+
+cnp.import_array()
 
 
-def forward(Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
-            const Py_ssize_t[::1] batch_sizes, bint reverse, bint reset_after,
-            const floating[::1] x, const floating[::1] w_ih, const floating[::1] w_hh,
-            const floating[::1] b_ih, const floating[::1] b_hh, const floating[::1] h0,
-            floating[::1] y, Py_ssize_t y_col, Py_ssize_t ldy, floating[::1] h_n,
-            floating[::1] gates, floating[::1] hns, floating[::1] h_prevs,
-            int num_threads):
+def forward(Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, batch_sizes,
+            bint reverse, bint reset_after, x, w_ih, w_hh, b_ih, b_hh, h0, y,
+            Py_ssize_t y_col, Py_ssize_t ldy, h_n, gates, hns, h_prevs, int num_threads):
     """Run gru_forward; training when ``gates`` is not empty."""
-    cdef bint training = gates.shape[0] > 0
-    cdef Py_ssize_t n = packed_rows(batch_sizes, T, B)
-    need(x.shape[0], n * I, "x"); need(w_ih.shape[0], 3 * H * I, "w_ih")
-    need(w_hh.shape[0], 3 * H * H, "w_hh"); need(h_n.shape[0], B * H, "h_n")
-    need(ldy, y_col + H, "ldy"); need(y.shape[0], n * ldy, "y")
-    if training:
-        need(gates.shape[0], n * 3 * H, "gates"); need(hns.shape[0], n * H, "hns")
-        need(h_prevs.shape[0], n * H, "h_prevs")
-    work_arr = POOL.take(gru_workspace_size(T, B, H, training), np.asarray(x).dtype)
-    cdef floating[::1] work = work_arr
+    if is_double(x):
+        _forward[double](T, B, I, H, batch_sizes, reverse, reset_after, x, w_ih, w_hh,
+                         b_ih, b_hh, h0, y, y_col, ldy, h_n, gates, hns, h_prevs,
+                         num_threads)
+    else:
+        _forward[float](T, B, I, H, batch_sizes, reverse, reset_after, x, w_ih, w_hh,
+                        b_ih, b_hh, h0, y, y_col, ldy, h_n, gates, hns, h_prevs,
+                        num_threads)
+
+
+cdef int _forward(Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, batch_sizes,
+                  bint reverse, bint reset_after, x, w_ih, w_hh, b_ih, b_hh, h0, y,
+                  Py_ssize_t y_col, Py_ssize_t ldy, h_n, gates, hns, h_prevs,
+                  int num_threads, floating* tag=NULL) except -1:
     cdef const Py_ssize_t* p_bs = sizes_ptr(batch_sizes)
-    cdef const floating* p_x = cptr(x)
-    cdef const floating* p_w_ih = cptr(w_ih)
-    cdef const floating* p_w_hh = cptr(w_hh)
-    cdef const floating* p_b_ih = cptr(b_ih)
-    cdef const floating* p_b_hh = cptr(b_hh)
-    cdef const floating* p_h0 = cptr(h0)
-    cdef floating* p_y = ptr(y) + y_col
-    cdef floating* p_h_n = ptr(h_n)
-    cdef floating* p_gates = ptr(gates)
-    cdef floating* p_hns = ptr(hns)
-    cdef floating* p_h_prevs = ptr(h_prevs)
-    cdef floating* p_work = ptr(work)
+    cdef Py_ssize_t n = packed_rows(p_bs, batch_sizes, T, B)
+    cdef floating* p_gates = ptr(gates, 0, "gates", tag)
+    cdef bint training = p_gates != NULL
+    cdef Py_ssize_t per_row = n if training else 0
+    ptr(gates, per_row * 3 * H, "gates", tag)
+    cdef floating* p_hns = ptr(hns, per_row * H, "hns", tag)
+    cdef floating* p_h_prevs = ptr(h_prevs, per_row * H, "h_prevs", tag)
+    cdef const floating* p_x = cptr(x, n * I, "x", tag)
+    cdef const floating* p_w_ih = cptr(w_ih, 3 * H * I, "w_ih", tag)
+    cdef const floating* p_w_hh = cptr(w_hh, 3 * H * H, "w_hh", tag)
+    cdef const floating* p_b_ih = cptr(b_ih, 3 * H, "b_ih", tag, True)
+    cdef const floating* p_b_hh = cptr(b_hh, 3 * H, "b_hh", tag, True)
+    cdef const floating* p_h0 = cptr(h0, B * H, "h0", tag, True)
+    if ldy < y_col + H:
+        raise ValueError(f"ldy: {ldy} columns, the kernel writes up to {y_col + H}")
+    cdef floating* p_y = ptr(y, n * ldy, "y", tag) + y_col
+    cdef floating* p_h_n = ptr(h_n, B * H, "h_n", tag)
+    work_arr = POOL.take(gru_workspace_size(T, B, H, training),
+                         np.float64 if floating is double else np.float32)
+    cdef floating* p_work = ptr(work_arr, 0, "work", tag)
     with nogil:
         gru_forward(T, B, I, H, p_bs, reverse, reset_after, p_x, p_w_ih, p_w_hh, p_b_ih,
                     p_b_hh, p_h0, p_y, ldy, p_h_n, p_gates, p_hns, p_h_prevs, p_work,
                     num_threads)
     POOL.give(work_arr)
+    return 0
 
 
-def backward(Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
-             const Py_ssize_t[::1] batch_sizes, bint reverse, bint reset_after,
-             const floating[::1] x, const floating[::1] w_ih, const floating[::1] w_hh,
-             floating[::1] gates, floating[::1] hns, const floating[::1] h_prevs,
-             const floating[::1] dy, Py_ssize_t dy_col, Py_ssize_t ldy,
-             const floating[::1] dh_n, floating[::1] dx, bint accumulate_dx,
-             floating[::1] dh0, floating[::1] dw_ih, floating[::1] dw_hh,
-             floating[::1] db_ih, floating[::1] db_hh, int num_threads):
+def backward(Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, batch_sizes,
+             bint reverse, bint reset_after, x, w_ih, w_hh, gates, hns, h_prevs, dy,
+             Py_ssize_t dy_col, Py_ssize_t ldy, dh_n, dx, bint accumulate_dx, dh0, dw_ih,
+             dw_hh, db_ih, db_hh, int num_threads):
     """Run gru_backward on the buffers of a training forward."""
-    cdef Py_ssize_t n = packed_rows(batch_sizes, T, B)
-    need(x.shape[0], n * I, "x"); need(gates.shape[0], n * 3 * H, "gates")
-    need(hns.shape[0], n * H, "hns"); need(h_prevs.shape[0], n * H, "h_prevs")
-    need(dx.shape[0], n * I, "dx"); need(dh0.shape[0], B * H, "dh0")
-    need(dw_ih.shape[0], 3 * H * I, "dw_ih"); need(dw_hh.shape[0], 3 * H * H, "dw_hh")
-    if dy.shape[0]:
-        need(ldy, dy_col + H, "ldy"); need(dy.shape[0], n * ldy, "dy")
-    work_arr = POOL.take(gru_backward_workspace_size(B, H), np.asarray(x).dtype)
-    cdef floating[::1] work = work_arr
+    if is_double(x):
+        _backward[double](T, B, I, H, batch_sizes, reverse, reset_after, x, w_ih, w_hh,
+                          gates, hns, h_prevs, dy, dy_col, ldy, dh_n, dx, accumulate_dx,
+                          dh0, dw_ih, dw_hh, db_ih, db_hh, num_threads)
+    else:
+        _backward[float](T, B, I, H, batch_sizes, reverse, reset_after, x, w_ih, w_hh,
+                         gates, hns, h_prevs, dy, dy_col, ldy, dh_n, dx, accumulate_dx,
+                         dh0, dw_ih, dw_hh, db_ih, db_hh, num_threads)
+
+
+cdef int _backward(Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, batch_sizes,
+                   bint reverse, bint reset_after, x, w_ih, w_hh, gates, hns, h_prevs, dy,
+                   Py_ssize_t dy_col, Py_ssize_t ldy, dh_n, dx, bint accumulate_dx, dh0,
+                   dw_ih, dw_hh, db_ih, db_hh, int num_threads,
+                   floating* tag=NULL) except -1:
     cdef const Py_ssize_t* p_bs = sizes_ptr(batch_sizes)
-    cdef const floating* p_x = cptr(x)
-    cdef const floating* p_w_ih = cptr(w_ih)
-    cdef const floating* p_w_hh = cptr(w_hh)
-    cdef floating* p_gates = ptr(gates)
-    cdef floating* p_hns = ptr(hns)
-    cdef const floating* p_h_prevs = cptr(h_prevs)
-    cdef const floating* p_dy = cptr(dy)
-    cdef const floating* p_dh_n = cptr(dh_n)
-    cdef floating* p_dx = ptr(dx)
-    cdef floating* p_dh0 = ptr(dh0)
-    cdef floating* p_dw_ih = ptr(dw_ih)
-    cdef floating* p_dw_hh = ptr(dw_hh)
-    cdef floating* p_db_ih = ptr(db_ih)
-    cdef floating* p_db_hh = ptr(db_hh)
-    cdef floating* p_work = ptr(work)
+    cdef Py_ssize_t n = packed_rows(p_bs, batch_sizes, T, B)
+    cdef const floating* p_x = cptr(x, n * I, "x", tag)
+    cdef const floating* p_w_ih = cptr(w_ih, 3 * H * I, "w_ih", tag)
+    cdef const floating* p_w_hh = cptr(w_hh, 3 * H * H, "w_hh", tag)
+    cdef floating* p_gates = ptr(gates, n * 3 * H, "gates", tag)
+    cdef floating* p_hns = ptr(hns, n * H, "hns", tag)
+    cdef const floating* p_h_prevs = cptr(h_prevs, n * H, "h_prevs", tag)
+    cdef const floating* p_dy = cptr(dy, 0, "dy", tag)
     if p_dy != NULL:
+        if ldy < dy_col + H:
+            raise ValueError(f"ldy: {ldy} columns, the kernel reads up to {dy_col + H}")
+        cptr(dy, n * ldy, "dy", tag)
         p_dy = p_dy + dy_col
+    cdef const floating* p_dh_n = cptr(dh_n, B * H, "dh_n", tag, True)
+    cdef floating* p_dx = ptr(dx, n * I, "dx", tag)
+    cdef floating* p_dh0 = ptr(dh0, B * H, "dh0", tag)
+    cdef floating* p_dw_ih = ptr(dw_ih, 3 * H * I, "dw_ih", tag)
+    cdef floating* p_dw_hh = ptr(dw_hh, 3 * H * H, "dw_hh", tag)
+    cdef floating* p_db_ih = ptr(db_ih, 3 * H, "db_ih", tag, True)
+    cdef floating* p_db_hh = ptr(db_hh, 3 * H, "db_hh", tag, True)
+    work_arr = POOL.take(gru_backward_workspace_size(B, H),
+                         np.float64 if floating is double else np.float32)
+    cdef floating* p_work = ptr(work_arr, 0, "work", tag)
     with nogil:
         gru_backward(T, B, I, H, p_bs, reverse, reset_after, p_x, p_w_ih, p_w_hh, p_gates,
                      p_hns, p_h_prevs, p_dy, ldy, p_dh_n, p_dx, accumulate_dx, p_dh0,
                      p_dw_ih, p_dw_hh, p_db_ih, p_db_hh, p_work, num_threads)
     POOL.give(work_arr)
+    return 0

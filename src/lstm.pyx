@@ -302,118 +302,129 @@ cdef void lstm_backward(
 
 # ----------------------------------------------------------------- Python entry points
 # Thin wrappers for fastrnn's layers: arrays arrive C-contiguous, of one dtype and
-# flattened; an empty array stands for an absent (NULL) buffer.
+# flattened; an empty array stands for an absent (NULL) buffer.  Each dispatches on
+# the dtype to a typed body (see fastrnn/kernels/_args.pxd for why no memoryviews).
 
 import numpy as np
+cimport numpy as cnp
 from fastrnn._scratch import POOL
-from fastrnn.kernels._args cimport ptr, cptr, sizes_ptr, need, packed_rows
+from fastrnn.kernels._args cimport ptr, cptr, sizes_ptr, size_of, is_double, packed_rows
+
+cnp.import_array()
 
 
 def forward(Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize_t P,
-            const Py_ssize_t[::1] batch_sizes, bint reverse,
-            const floating[::1] x, const floating[::1] w_ih, const floating[::1] w_hh,
-            const floating[::1] b_ih, const floating[::1] b_hh, const floating[::1] w_hr,
-            const floating[::1] h0, const floating[::1] c0,
-            floating[::1] y, Py_ssize_t y_col, Py_ssize_t ldy,
-            floating[::1] h_n, floating[::1] c_n,
-            floating[::1] gates, floating[::1] cs, floating[::1] c_prevs,
-            floating[::1] h_prevs, floating[::1] rs, int num_threads):
+            batch_sizes, bint reverse, x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0,
+            y, Py_ssize_t y_col, Py_ssize_t ldy, h_n, c_n, gates, cs, c_prevs, h_prevs, rs,
+            int num_threads):
     """Run lstm_forward; training when ``gates`` is not empty."""
-    cdef bint training = gates.shape[0] > 0
-    cdef Py_ssize_t n = packed_rows(batch_sizes, T, B)
-    if (w_hr.shape[0] > 0) != (P != H):
-        raise ValueError("w_hr is given exactly when P != H")
-    need(x.shape[0], n * I, "x"); need(w_ih.shape[0], 4 * H * I, "w_ih")
-    need(w_hh.shape[0], 4 * H * P, "w_hh"); need(h_n.shape[0], B * P, "h_n")
-    need(c_n.shape[0], B * H, "c_n"); need(ldy, y_col + P, "ldy")
-    need(y.shape[0], n * ldy, "y")
-    if w_hr.shape[0]:
-        need(w_hr.shape[0], P * H, "w_hr")
-    if training:
-        need(gates.shape[0], n * 4 * H, "gates"); need(cs.shape[0], n * H, "cs")
-        need(c_prevs.shape[0], n * H, "c_prevs"); need(h_prevs.shape[0], n * P, "h_prevs")
-        if w_hr.shape[0]:
-            need(rs.shape[0], n * H, "rs")
-    work_arr = POOL.take(lstm_workspace_size(T, B, H, P, training), np.asarray(x).dtype)
-    cdef floating[::1] work = work_arr
+    if is_double(x):
+        _forward[double](T, B, I, H, P, batch_sizes, reverse, x, w_ih, w_hh, b_ih, b_hh,
+                         w_hr, h0, c0, y, y_col, ldy, h_n, c_n, gates, cs, c_prevs,
+                         h_prevs, rs, num_threads)
+    else:
+        _forward[float](T, B, I, H, P, batch_sizes, reverse, x, w_ih, w_hh, b_ih, b_hh,
+                        w_hr, h0, c0, y, y_col, ldy, h_n, c_n, gates, cs, c_prevs,
+                        h_prevs, rs, num_threads)
+
+
+cdef int _forward(Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize_t P,
+                  batch_sizes, bint reverse, x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0,
+                  y, Py_ssize_t y_col, Py_ssize_t ldy, h_n, c_n, gates, cs, c_prevs,
+                  h_prevs, rs, int num_threads, floating* tag=NULL) except -1:
     cdef const Py_ssize_t* p_bs = sizes_ptr(batch_sizes)
-    cdef const floating* p_x = cptr(x)
-    cdef const floating* p_w_ih = cptr(w_ih)
-    cdef const floating* p_w_hh = cptr(w_hh)
-    cdef const floating* p_b_ih = cptr(b_ih)
-    cdef const floating* p_b_hh = cptr(b_hh)
-    cdef const floating* p_w_hr = cptr(w_hr)
-    cdef const floating* p_h0 = cptr(h0)
-    cdef const floating* p_c0 = cptr(c0)
-    cdef floating* p_y = ptr(y) + y_col
-    cdef floating* p_h_n = ptr(h_n)
-    cdef floating* p_c_n = ptr(c_n)
-    cdef floating* p_gates = ptr(gates)
-    cdef floating* p_cs = ptr(cs)
-    cdef floating* p_c_prevs = ptr(c_prevs)
-    cdef floating* p_h_prevs = ptr(h_prevs)
-    cdef floating* p_rs = ptr(rs)
-    cdef floating* p_work = ptr(work)
+    cdef Py_ssize_t n = packed_rows(p_bs, batch_sizes, T, B)
+    cdef floating* p_gates = ptr(gates, 0, "gates", tag)
+    cdef bint training = p_gates != NULL
+    cdef const floating* p_w_hr = cptr(w_hr, P * H, "w_hr", tag, True)
+    if (p_w_hr != NULL) != (P != H):
+        raise ValueError("w_hr is given exactly when P != H")
+    if training:
+        ptr(gates, n * 4 * H, "gates", tag)
+    cdef const floating* p_x = cptr(x, n * I, "x", tag)
+    cdef const floating* p_w_ih = cptr(w_ih, 4 * H * I, "w_ih", tag)
+    cdef const floating* p_w_hh = cptr(w_hh, 4 * H * P, "w_hh", tag)
+    cdef const floating* p_b_ih = cptr(b_ih, 4 * H, "b_ih", tag, True)
+    cdef const floating* p_b_hh = cptr(b_hh, 4 * H, "b_hh", tag, True)
+    cdef const floating* p_h0 = cptr(h0, B * P, "h0", tag, True)
+    cdef const floating* p_c0 = cptr(c0, B * H, "c0", tag, True)
+    if ldy < y_col + P:
+        raise ValueError(f"ldy: {ldy} columns, the kernel writes up to {y_col + P}")
+    cdef floating* p_y = ptr(y, n * ldy, "y", tag) + y_col
+    cdef floating* p_h_n = ptr(h_n, B * P, "h_n", tag)
+    cdef floating* p_c_n = ptr(c_n, B * H, "c_n", tag)
+    cdef Py_ssize_t per_row = n if training else 0
+    cdef floating* p_cs = ptr(cs, per_row * H, "cs", tag)
+    cdef floating* p_c_prevs = ptr(c_prevs, per_row * H, "c_prevs", tag)
+    cdef floating* p_h_prevs = ptr(h_prevs, per_row * P, "h_prevs", tag)
+    cdef floating* p_rs = ptr(rs, per_row * H if p_w_hr != NULL else 0, "rs", tag)
+    work_arr = POOL.take(lstm_workspace_size(T, B, H, P, training),
+                         np.float64 if floating is double else np.float32)
+    cdef floating* p_work = ptr(work_arr, 0, "work", tag)
     with nogil:
         lstm_forward(T, B, I, H, P, p_bs, reverse, p_x, p_w_ih, p_w_hh, p_b_ih, p_b_hh,
                      p_w_hr, p_h0, p_c0, p_y, ldy, p_h_n, p_c_n, p_gates, p_cs, p_c_prevs,
                      p_h_prevs, p_rs, p_work, num_threads)
     POOL.give(work_arr)
+    return 0
 
 
 def backward(Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize_t P,
-             const Py_ssize_t[::1] batch_sizes, bint reverse,
-             const floating[::1] x, const floating[::1] w_ih, const floating[::1] w_hh,
-             const floating[::1] w_hr, floating[::1] gates, const floating[::1] cs,
-             const floating[::1] c_prevs, const floating[::1] h_prevs,
-             const floating[::1] rs,
-             const floating[::1] dy, Py_ssize_t dy_col, Py_ssize_t ldy,
-             const floating[::1] dh_n, const floating[::1] dc_n,
-             floating[::1] dx, bint accumulate_dx, floating[::1] dh0, floating[::1] dc0,
-             floating[::1] dw_ih, floating[::1] dw_hh, floating[::1] db,
-             floating[::1] dw_hr, int num_threads):
+             batch_sizes, bint reverse, x, w_ih, w_hh, w_hr, gates, cs, c_prevs, h_prevs,
+             rs, dy, Py_ssize_t dy_col, Py_ssize_t ldy, dh_n, dc_n, dx, bint accumulate_dx,
+             dh0, dc0, dw_ih, dw_hh, db, dw_hr, int num_threads):
     """Run lstm_backward on the buffers of a training forward."""
-    cdef Py_ssize_t n = packed_rows(batch_sizes, T, B)
-    if (w_hr.shape[0] > 0) != (P != H):
-        raise ValueError("w_hr is given exactly when P != H")
-    need(x.shape[0], n * I, "x"); need(gates.shape[0], n * 4 * H, "gates")
-    need(cs.shape[0], n * H, "cs"); need(c_prevs.shape[0], n * H, "c_prevs")
-    need(h_prevs.shape[0], n * P, "h_prevs"); need(dx.shape[0], n * I, "dx")
-    need(dh0.shape[0], B * P, "dh0"); need(dc0.shape[0], B * H, "dc0")
-    need(dw_ih.shape[0], 4 * H * I, "dw_ih"); need(dw_hh.shape[0], 4 * H * P, "dw_hh")
-    if w_hr.shape[0]:
-        need(w_hr.shape[0], P * H, "w_hr"); need(rs.shape[0], n * H, "rs")
-        need(dw_hr.shape[0], P * H, "dw_hr")
-    if dy.shape[0]:
-        need(ldy, dy_col + P, "ldy"); need(dy.shape[0], n * ldy, "dy")
-    work_arr = POOL.take(lstm_backward_workspace_size(n, B, H, P), np.asarray(x).dtype)
-    cdef floating[::1] work = work_arr
+    if is_double(x):
+        _backward[double](T, B, I, H, P, batch_sizes, reverse, x, w_ih, w_hh, w_hr, gates,
+                          cs, c_prevs, h_prevs, rs, dy, dy_col, ldy, dh_n, dc_n, dx,
+                          accumulate_dx, dh0, dc0, dw_ih, dw_hh, db, dw_hr, num_threads)
+    else:
+        _backward[float](T, B, I, H, P, batch_sizes, reverse, x, w_ih, w_hh, w_hr, gates,
+                         cs, c_prevs, h_prevs, rs, dy, dy_col, ldy, dh_n, dc_n, dx,
+                         accumulate_dx, dh0, dc0, dw_ih, dw_hh, db, dw_hr, num_threads)
+
+
+cdef int _backward(Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize_t P,
+                   batch_sizes, bint reverse, x, w_ih, w_hh, w_hr, gates, cs, c_prevs,
+                   h_prevs, rs, dy, Py_ssize_t dy_col, Py_ssize_t ldy, dh_n, dc_n, dx,
+                   bint accumulate_dx, dh0, dc0, dw_ih, dw_hh, db, dw_hr, int num_threads,
+                   floating* tag=NULL) except -1:
     cdef const Py_ssize_t* p_bs = sizes_ptr(batch_sizes)
-    cdef const floating* p_x = cptr(x)
-    cdef const floating* p_w_ih = cptr(w_ih)
-    cdef const floating* p_w_hh = cptr(w_hh)
-    cdef const floating* p_w_hr = cptr(w_hr)
-    cdef floating* p_gates = ptr(gates)
-    cdef const floating* p_cs = cptr(cs)
-    cdef const floating* p_c_prevs = cptr(c_prevs)
-    cdef const floating* p_h_prevs = cptr(h_prevs)
-    cdef const floating* p_rs = cptr(rs)
-    cdef const floating* p_dy = cptr(dy)
-    cdef const floating* p_dh_n = cptr(dh_n)
-    cdef const floating* p_dc_n = cptr(dc_n)
-    cdef floating* p_dx = ptr(dx)
-    cdef floating* p_dh0 = ptr(dh0)
-    cdef floating* p_dc0 = ptr(dc0)
-    cdef floating* p_dw_ih = ptr(dw_ih)
-    cdef floating* p_dw_hh = ptr(dw_hh)
-    cdef floating* p_db = ptr(db)
-    cdef floating* p_dw_hr = ptr(dw_hr)
-    cdef floating* p_work = ptr(work)
+    cdef Py_ssize_t n = packed_rows(p_bs, batch_sizes, T, B)
+    cdef const floating* p_w_hr = cptr(w_hr, P * H, "w_hr", tag, True)
+    if (p_w_hr != NULL) != (P != H):
+        raise ValueError("w_hr is given exactly when P != H")
+    cdef bint proj = p_w_hr != NULL
+    cdef const floating* p_x = cptr(x, n * I, "x", tag)
+    cdef const floating* p_w_ih = cptr(w_ih, 4 * H * I, "w_ih", tag)
+    cdef const floating* p_w_hh = cptr(w_hh, 4 * H * P, "w_hh", tag)
+    cdef floating* p_gates = ptr(gates, n * 4 * H, "gates", tag)
+    cdef const floating* p_cs = cptr(cs, n * H, "cs", tag)
+    cdef const floating* p_c_prevs = cptr(c_prevs, n * H, "c_prevs", tag)
+    cdef const floating* p_h_prevs = cptr(h_prevs, n * P, "h_prevs", tag)
+    cdef const floating* p_rs = cptr(rs, n * H if proj else 0, "rs", tag)
+    cdef const floating* p_dy = cptr(dy, 0, "dy", tag)
     if p_dy != NULL:
+        if ldy < dy_col + P:
+            raise ValueError(f"ldy: {ldy} columns, the kernel reads up to {dy_col + P}")
+        cptr(dy, n * ldy, "dy", tag)
         p_dy = p_dy + dy_col
+    cdef const floating* p_dh_n = cptr(dh_n, B * P, "dh_n", tag, True)
+    cdef const floating* p_dc_n = cptr(dc_n, B * H, "dc_n", tag, True)
+    cdef floating* p_dx = ptr(dx, n * I, "dx", tag)
+    cdef floating* p_dh0 = ptr(dh0, B * P, "dh0", tag)
+    cdef floating* p_dc0 = ptr(dc0, B * H, "dc0", tag)
+    cdef floating* p_dw_ih = ptr(dw_ih, 4 * H * I, "dw_ih", tag)
+    cdef floating* p_dw_hh = ptr(dw_hh, 4 * H * P, "dw_hh", tag)
+    cdef floating* p_db = ptr(db, 4 * H, "db", tag, True)
+    cdef floating* p_dw_hr = ptr(dw_hr, P * H if proj else 0, "dw_hr", tag)
+    work_arr = POOL.take(lstm_backward_workspace_size(n, B, H, P),
+                         np.float64 if floating is double else np.float32)
+    cdef floating* p_work = ptr(work_arr, 0, "work", tag)
     with nogil:
         lstm_backward(T, B, I, H, P, p_bs, reverse, p_x, p_w_ih, p_w_hh, p_w_hr, p_gates,
                       p_cs, p_c_prevs, p_h_prevs, p_rs, p_dy, ldy, p_dh_n, p_dc_n, p_dx,
                       accumulate_dx, p_dh0, p_dc0, p_dw_ih, p_dw_hh, p_db, p_dw_hr, p_work,
                       num_threads)
     POOL.give(work_arr)
+    return 0
