@@ -28,10 +28,11 @@ _POOLED_CACHE_KEYS = ("gates", "cs", "c_prevs", "h_prevs", "rs", "hns", "hs")
 
 
 def _flat(a, dtype):
-    """A C-contiguous 1-D view (or copy) of ``a`` in ``dtype``; empty for None."""
+    """``a`` as a C-contiguous array of ``dtype`` (a copy only where needed); empty
+    for None.  The kernels read any C-contiguous array as its flat elements."""
     if a is None:
         return _EMPTY[np.dtype(dtype)]
-    return np.ascontiguousarray(a, dtype=dtype).reshape(-1)
+    return np.ascontiguousarray(a, dtype=dtype)
 
 
 class PackedLayout:
@@ -240,7 +241,6 @@ class CompiledBackend:
         w_ih, w_hh = _flat(w["w_ih"], dt), _flat(w["w_hh"], dt)
         b_ih, b_hh = _flat(w.get("b_ih"), dt), _flat(w.get("b_hh"), dt)
         h_n = np.empty((B, P), dt)
-        y_f = y.reshape(-1)
         cache = dict(x=x_f, w_ih=w_ih, w_hh=w_hh, reverse=reverse, threads=nt,
                      has_bias=w.get("b_ih") is not None)
         empty = _EMPTY[dt]
@@ -258,8 +258,8 @@ class CompiledBackend:
                 else:
                     bufs = (empty,) * 5
                 _lstm.forward(T, B, I, H, P, layout.batch_sizes, reverse, x_f, w_ih, w_hh,
-                              b_ih, b_hh, w_hr, _flat(h0, dt), _flat(c0, dt), y_f, col,
-                              y.shape[1], h_n.reshape(-1), c_n.reshape(-1), *bufs, nt)
+                              b_ih, b_hh, w_hr, _flat(h0, dt), _flat(c0, dt), y, col,
+                              y.shape[1], h_n, c_n, *bufs, nt)
             elif mode == "gru":
                 c_n = None
                 if training:
@@ -269,7 +269,7 @@ class CompiledBackend:
                 else:
                     bufs = (empty,) * 3
                 _gru.forward(*args, layer.reset_after, x_f, w_ih, w_hh, b_ih, b_hh,
-                             _flat(h0, dt), y_f, col, y.shape[1], h_n.reshape(-1), *bufs, nt)
+                             _flat(h0, dt), y, col, y.shape[1], h_n, *bufs, nt)
             else:
                 c_n = None
                 if training:
@@ -278,7 +278,7 @@ class CompiledBackend:
                 else:
                     bufs = (empty,) * 2
                 _rnn.forward(*args, layer.nonlinearity, x_f, w_ih, w_hh, b_ih, b_hh,
-                             _flat(h0, dt), y_f, col, y.shape[1], h_n.reshape(-1), *bufs, nt)
+                             _flat(h0, dt), y, col, y.shape[1], h_n, *bufs, nt)
         return h_n, c_n, cache
 
     def backward(self, layer, layout, cache, dy, col, dh_n, dc_n, dx, accumulate,
@@ -292,8 +292,7 @@ class CompiledBackend:
         dh0 = np.empty((B, P), dt)
         dw_ih, dw_hh = np.empty((G * H, I), dt), np.empty((G * H, P), dt)
         grads = dict(w_ih=dw_ih, w_hh=dw_hh)
-        dy_f, ldy = dy.reshape(-1), dy.shape[1]
-        dx_f = dx.reshape(-1)
+        ldy = dy.shape[1]
         common_in = (cache["x"], cache["w_ih"], cache["w_hh"])
         with _blas_threads_held(nt, threads):
             if mode == "lstm":
@@ -302,10 +301,10 @@ class CompiledBackend:
                 dw_hr = np.empty((P, H), dt) if P != H else _EMPTY[dt]
                 _lstm.backward(T, B, I, H, P, layout.batch_sizes, cache["reverse"],
                                *common_in, cache["w_hr"], cache["gates"], cache["cs"],
-                               cache["c_prevs"], cache["h_prevs"], cache["rs"], dy_f, col,
-                               ldy, _flat(dh_n, dt), _flat(dc_n, dt), dx_f, accumulate,
-                               dh0.reshape(-1), dc0.reshape(-1), dw_ih.reshape(-1),
-                               dw_hh.reshape(-1), db, dw_hr.reshape(-1), nt)
+                               cache["c_prevs"], cache["h_prevs"], cache["rs"], dy, col,
+                               ldy, _flat(dh_n, dt), _flat(dc_n, dt), dx, accumulate,
+                               dh0, dc0, dw_ih,
+                               dw_hh, db, dw_hr, nt)
                 if cache["has_bias"]:
                     grads.update(b_ih=db, b_hh=db.copy())
                 if P != H:
@@ -316,18 +315,18 @@ class CompiledBackend:
                 db_ih = np.empty(G * H, dt) if has_bias else _EMPTY[dt]
                 db_hh = np.empty(G * H, dt) if has_bias else _EMPTY[dt]
                 _gru.backward(*args, layer.reset_after, *common_in, cache["gates"],
-                              cache["hns"], cache["h_prevs"], dy_f, col, ldy,
-                              _flat(dh_n, dt), dx_f, accumulate, dh0.reshape(-1),
-                              dw_ih.reshape(-1), dw_hh.reshape(-1), db_ih, db_hh, nt)
+                              cache["hns"], cache["h_prevs"], dy, col, ldy,
+                              _flat(dh_n, dt), dx, accumulate, dh0,
+                              dw_ih, dw_hh, db_ih, db_hh, nt)
                 if has_bias:
                     grads.update(b_ih=db_ih, b_hh=db_hh)
             else:
                 dc0 = None
                 db = np.empty(G * H, dt) if cache["has_bias"] else _EMPTY[dt]
                 _rnn.backward(*args, layer.nonlinearity, *common_in, cache["hs"],
-                              cache["h_prevs"], dy_f, col, ldy, _flat(dh_n, dt), dx_f,
-                              accumulate, dh0.reshape(-1), dw_ih.reshape(-1),
-                              dw_hh.reshape(-1), db, nt)
+                              cache["h_prevs"], dy, col, ldy, _flat(dh_n, dt), dx,
+                              accumulate, dh0, dw_ih,
+                              dw_hh, db, nt)
                 if cache["has_bias"]:
                     grads.update(b_ih=db, b_hh=db.copy())
         # The kernels consumed the cache (backward overwrites it): recycle its buffers.
