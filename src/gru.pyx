@@ -283,7 +283,7 @@ cdef void gru_backward(
 import numpy as np
 cimport numpy as cnp
 from fastrnn._scratch import POOL
-from fastrnn.kernels._args cimport ptr, cptr, sizes_ptr, is_double, packed_rows
+from fastrnn.kernels._args cimport ptr, cptr, sizes_ptr, is_double, packed_rows, mul, check_dims
 
 cnp.import_array()
 
@@ -306,24 +306,24 @@ cdef int _forward(Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, batch_
                   bint reverse, bint reset_after, x, w_ih, w_hh, b_ih, b_hh, h0, y,
                   Py_ssize_t y_col, Py_ssize_t ldy, h_n, gates, hns, h_prevs,
                   int num_threads, floating* tag=NULL) except -1:
+    cptr(x, 0, "x", tag)
+    check_dims(T, B, I, H, H, y_col, ldy)
     cdef const Py_ssize_t* p_bs = sizes_ptr(batch_sizes)
     cdef Py_ssize_t n = packed_rows(p_bs, batch_sizes, T, B)
     cdef floating* p_gates = ptr(gates, 0, "gates", tag)
     cdef bint training = p_gates != NULL
     cdef Py_ssize_t per_row = n if training else 0
-    ptr(gates, per_row * 3 * H, "gates", tag)
-    cdef floating* p_hns = ptr(hns, per_row * H, "hns", tag)
-    cdef floating* p_h_prevs = ptr(h_prevs, per_row * H, "h_prevs", tag)
-    cdef const floating* p_x = cptr(x, n * I, "x", tag)
-    cdef const floating* p_w_ih = cptr(w_ih, 3 * H * I, "w_ih", tag)
-    cdef const floating* p_w_hh = cptr(w_hh, 3 * H * H, "w_hh", tag)
-    cdef const floating* p_b_ih = cptr(b_ih, 3 * H, "b_ih", tag, True)
-    cdef const floating* p_b_hh = cptr(b_hh, 3 * H, "b_hh", tag, True)
-    cdef const floating* p_h0 = cptr(h0, B * H, "h0", tag, True)
-    if ldy < y_col + H:
-        raise ValueError(f"ldy: {ldy} columns, the kernel writes up to {y_col + H}")
-    cdef floating* p_y = ptr(y, n * ldy, "y", tag) + y_col
-    cdef floating* p_h_n = ptr(h_n, B * H, "h_n", tag)
+    ptr(gates, mul(per_row, 3, H), "gates", tag)
+    cdef floating* p_hns = ptr(hns, mul(per_row, H), "hns", tag)
+    cdef floating* p_h_prevs = ptr(h_prevs, mul(per_row, H), "h_prevs", tag)
+    cdef const floating* p_x = cptr(x, mul(n, I), "x", tag)
+    cdef const floating* p_w_ih = cptr(w_ih, mul(3, H, I), "w_ih", tag)
+    cdef const floating* p_w_hh = cptr(w_hh, mul(3, H, H), "w_hh", tag)
+    cdef const floating* p_b_ih = cptr(b_ih, mul(3, H), "b_ih", tag, True)
+    cdef const floating* p_b_hh = cptr(b_hh, mul(3, H), "b_hh", tag, True)
+    cdef const floating* p_h0 = cptr(h0, mul(B, H), "h0", tag, True)
+    cdef floating* p_y = ptr(y, mul(n, ldy), "y", tag) + y_col
+    cdef floating* p_h_n = ptr(h_n, mul(B, H), "h_n", tag)
     work_arr = POOL.take(gru_workspace_size(T, B, H, training),
                          np.float64 if floating is double else np.float32)
     cdef floating* p_work = ptr(work_arr, 0, "work", tag)
@@ -355,27 +355,28 @@ cdef int _backward(Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, batch
                    Py_ssize_t dy_col, Py_ssize_t ldy, dh_n, dx, bint accumulate_dx, dh0,
                    dw_ih, dw_hh, db_ih, db_hh, int num_threads,
                    floating* tag=NULL) except -1:
+    cptr(x, 0, "x", tag)
+    check_dims(T, B, I, H, H, 0, H)
     cdef const Py_ssize_t* p_bs = sizes_ptr(batch_sizes)
     cdef Py_ssize_t n = packed_rows(p_bs, batch_sizes, T, B)
-    cdef const floating* p_x = cptr(x, n * I, "x", tag)
-    cdef const floating* p_w_ih = cptr(w_ih, 3 * H * I, "w_ih", tag)
-    cdef const floating* p_w_hh = cptr(w_hh, 3 * H * H, "w_hh", tag)
-    cdef floating* p_gates = ptr(gates, n * 3 * H, "gates", tag)
-    cdef floating* p_hns = ptr(hns, n * H, "hns", tag)
-    cdef const floating* p_h_prevs = cptr(h_prevs, n * H, "h_prevs", tag)
+    cdef const floating* p_x = cptr(x, mul(n, I), "x", tag)
+    cdef const floating* p_w_ih = cptr(w_ih, mul(3, H, I), "w_ih", tag)
+    cdef const floating* p_w_hh = cptr(w_hh, mul(3, H, H), "w_hh", tag)
+    cdef floating* p_gates = ptr(gates, mul(n, 3, H), "gates", tag)
+    cdef floating* p_hns = ptr(hns, mul(n, H), "hns", tag)
+    cdef const floating* p_h_prevs = cptr(h_prevs, mul(n, H), "h_prevs", tag)
     cdef const floating* p_dy = cptr(dy, 0, "dy", tag)
     if p_dy != NULL:
-        if ldy < dy_col + H:
-            raise ValueError(f"ldy: {ldy} columns, the kernel reads up to {dy_col + H}")
-        cptr(dy, n * ldy, "dy", tag)
+        check_dims(T, B, I, H, H, dy_col, ldy)
+        cptr(dy, mul(n, ldy), "dy", tag)
         p_dy = p_dy + dy_col
-    cdef const floating* p_dh_n = cptr(dh_n, B * H, "dh_n", tag, True)
-    cdef floating* p_dx = ptr(dx, n * I, "dx", tag)
-    cdef floating* p_dh0 = ptr(dh0, B * H, "dh0", tag)
-    cdef floating* p_dw_ih = ptr(dw_ih, 3 * H * I, "dw_ih", tag)
-    cdef floating* p_dw_hh = ptr(dw_hh, 3 * H * H, "dw_hh", tag)
-    cdef floating* p_db_ih = ptr(db_ih, 3 * H, "db_ih", tag, True)
-    cdef floating* p_db_hh = ptr(db_hh, 3 * H, "db_hh", tag, True)
+    cdef const floating* p_dh_n = cptr(dh_n, mul(B, H), "dh_n", tag, True)
+    cdef floating* p_dx = ptr(dx, mul(n, I), "dx", tag)
+    cdef floating* p_dh0 = ptr(dh0, mul(B, H), "dh0", tag)
+    cdef floating* p_dw_ih = ptr(dw_ih, mul(3, H, I), "dw_ih", tag)
+    cdef floating* p_dw_hh = ptr(dw_hh, mul(3, H, H), "dw_hh", tag)
+    cdef floating* p_db_ih = ptr(db_ih, mul(3, H), "db_ih", tag, True)
+    cdef floating* p_db_hh = ptr(db_hh, mul(3, H), "db_hh", tag, True)
     work_arr = POOL.take(gru_backward_workspace_size(B, H),
                          np.float64 if floating is double else np.float32)
     cdef floating* p_work = ptr(work_arr, 0, "work", tag)

@@ -308,7 +308,7 @@ cdef void lstm_backward(
 import numpy as np
 cimport numpy as cnp
 from fastrnn._scratch import POOL
-from fastrnn.kernels._args cimport ptr, cptr, sizes_ptr, size_of, is_double, packed_rows
+from fastrnn.kernels._args cimport ptr, cptr, sizes_ptr, is_double, packed_rows, mul, check_dims
 
 cnp.import_array()
 
@@ -332,32 +332,32 @@ cdef int _forward(Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssi
                   batch_sizes, bint reverse, x, w_ih, w_hh, b_ih, b_hh, w_hr, h0, c0,
                   y, Py_ssize_t y_col, Py_ssize_t ldy, h_n, c_n, gates, cs, c_prevs,
                   h_prevs, rs, int num_threads, floating* tag=NULL) except -1:
+    cptr(x, 0, "x", tag)
+    check_dims(T, B, I, H, P, y_col, ldy)
     cdef const Py_ssize_t* p_bs = sizes_ptr(batch_sizes)
     cdef Py_ssize_t n = packed_rows(p_bs, batch_sizes, T, B)
     cdef floating* p_gates = ptr(gates, 0, "gates", tag)
     cdef bint training = p_gates != NULL
-    cdef const floating* p_w_hr = cptr(w_hr, P * H, "w_hr", tag, True)
+    cdef const floating* p_w_hr = cptr(w_hr, mul(P, H), "w_hr", tag, True)
     if (p_w_hr != NULL) != (P != H):
         raise ValueError("w_hr is given exactly when P != H")
     if training:
-        ptr(gates, n * 4 * H, "gates", tag)
-    cdef const floating* p_x = cptr(x, n * I, "x", tag)
-    cdef const floating* p_w_ih = cptr(w_ih, 4 * H * I, "w_ih", tag)
-    cdef const floating* p_w_hh = cptr(w_hh, 4 * H * P, "w_hh", tag)
-    cdef const floating* p_b_ih = cptr(b_ih, 4 * H, "b_ih", tag, True)
-    cdef const floating* p_b_hh = cptr(b_hh, 4 * H, "b_hh", tag, True)
-    cdef const floating* p_h0 = cptr(h0, B * P, "h0", tag, True)
-    cdef const floating* p_c0 = cptr(c0, B * H, "c0", tag, True)
-    if ldy < y_col + P:
-        raise ValueError(f"ldy: {ldy} columns, the kernel writes up to {y_col + P}")
-    cdef floating* p_y = ptr(y, n * ldy, "y", tag) + y_col
-    cdef floating* p_h_n = ptr(h_n, B * P, "h_n", tag)
-    cdef floating* p_c_n = ptr(c_n, B * H, "c_n", tag)
+        ptr(gates, mul(n, 4, H), "gates", tag)
+    cdef const floating* p_x = cptr(x, mul(n, I), "x", tag)
+    cdef const floating* p_w_ih = cptr(w_ih, mul(4, H, I), "w_ih", tag)
+    cdef const floating* p_w_hh = cptr(w_hh, mul(4, H, P), "w_hh", tag)
+    cdef const floating* p_b_ih = cptr(b_ih, mul(4, H), "b_ih", tag, True)
+    cdef const floating* p_b_hh = cptr(b_hh, mul(4, H), "b_hh", tag, True)
+    cdef const floating* p_h0 = cptr(h0, mul(B, P), "h0", tag, True)
+    cdef const floating* p_c0 = cptr(c0, mul(B, H), "c0", tag, True)
+    cdef floating* p_y = ptr(y, mul(n, ldy), "y", tag) + y_col
+    cdef floating* p_h_n = ptr(h_n, mul(B, P), "h_n", tag)
+    cdef floating* p_c_n = ptr(c_n, mul(B, H), "c_n", tag)
     cdef Py_ssize_t per_row = n if training else 0
-    cdef floating* p_cs = ptr(cs, per_row * H, "cs", tag)
-    cdef floating* p_c_prevs = ptr(c_prevs, per_row * H, "c_prevs", tag)
-    cdef floating* p_h_prevs = ptr(h_prevs, per_row * P, "h_prevs", tag)
-    cdef floating* p_rs = ptr(rs, per_row * H if p_w_hr != NULL else 0, "rs", tag)
+    cdef floating* p_cs = ptr(cs, mul(per_row, H), "cs", tag)
+    cdef floating* p_c_prevs = ptr(c_prevs, mul(per_row, H), "c_prevs", tag)
+    cdef floating* p_h_prevs = ptr(h_prevs, mul(per_row, P), "h_prevs", tag)
+    cdef floating* p_rs = ptr(rs, mul(per_row, H) if p_w_hr != NULL else 0, "rs", tag)
     work_arr = POOL.take(lstm_workspace_size(T, B, H, P, training),
                          np.float64 if floating is double else np.float32)
     cdef floating* p_work = ptr(work_arr, 0, "work", tag)
@@ -389,35 +389,36 @@ cdef int _backward(Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ss
                    h_prevs, rs, dy, Py_ssize_t dy_col, Py_ssize_t ldy, dh_n, dc_n, dx,
                    bint accumulate_dx, dh0, dc0, dw_ih, dw_hh, db, dw_hr, int num_threads,
                    floating* tag=NULL) except -1:
+    cptr(x, 0, "x", tag)
+    check_dims(T, B, I, H, P, 0, P)
     cdef const Py_ssize_t* p_bs = sizes_ptr(batch_sizes)
     cdef Py_ssize_t n = packed_rows(p_bs, batch_sizes, T, B)
-    cdef const floating* p_w_hr = cptr(w_hr, P * H, "w_hr", tag, True)
+    cdef const floating* p_w_hr = cptr(w_hr, mul(P, H), "w_hr", tag, True)
     if (p_w_hr != NULL) != (P != H):
         raise ValueError("w_hr is given exactly when P != H")
     cdef bint proj = p_w_hr != NULL
-    cdef const floating* p_x = cptr(x, n * I, "x", tag)
-    cdef const floating* p_w_ih = cptr(w_ih, 4 * H * I, "w_ih", tag)
-    cdef const floating* p_w_hh = cptr(w_hh, 4 * H * P, "w_hh", tag)
-    cdef floating* p_gates = ptr(gates, n * 4 * H, "gates", tag)
-    cdef const floating* p_cs = cptr(cs, n * H, "cs", tag)
-    cdef const floating* p_c_prevs = cptr(c_prevs, n * H, "c_prevs", tag)
-    cdef const floating* p_h_prevs = cptr(h_prevs, n * P, "h_prevs", tag)
-    cdef const floating* p_rs = cptr(rs, n * H if proj else 0, "rs", tag)
+    cdef const floating* p_x = cptr(x, mul(n, I), "x", tag)
+    cdef const floating* p_w_ih = cptr(w_ih, mul(4, H, I), "w_ih", tag)
+    cdef const floating* p_w_hh = cptr(w_hh, mul(4, H, P), "w_hh", tag)
+    cdef floating* p_gates = ptr(gates, mul(n, 4, H), "gates", tag)
+    cdef const floating* p_cs = cptr(cs, mul(n, H), "cs", tag)
+    cdef const floating* p_c_prevs = cptr(c_prevs, mul(n, H), "c_prevs", tag)
+    cdef const floating* p_h_prevs = cptr(h_prevs, mul(n, P), "h_prevs", tag)
+    cdef const floating* p_rs = cptr(rs, mul(n, H) if proj else 0, "rs", tag)
     cdef const floating* p_dy = cptr(dy, 0, "dy", tag)
     if p_dy != NULL:
-        if ldy < dy_col + P:
-            raise ValueError(f"ldy: {ldy} columns, the kernel reads up to {dy_col + P}")
-        cptr(dy, n * ldy, "dy", tag)
+        check_dims(T, B, I, H, P, dy_col, ldy)
+        cptr(dy, mul(n, ldy), "dy", tag)
         p_dy = p_dy + dy_col
-    cdef const floating* p_dh_n = cptr(dh_n, B * P, "dh_n", tag, True)
-    cdef const floating* p_dc_n = cptr(dc_n, B * H, "dc_n", tag, True)
-    cdef floating* p_dx = ptr(dx, n * I, "dx", tag)
-    cdef floating* p_dh0 = ptr(dh0, B * P, "dh0", tag)
-    cdef floating* p_dc0 = ptr(dc0, B * H, "dc0", tag)
-    cdef floating* p_dw_ih = ptr(dw_ih, 4 * H * I, "dw_ih", tag)
-    cdef floating* p_dw_hh = ptr(dw_hh, 4 * H * P, "dw_hh", tag)
-    cdef floating* p_db = ptr(db, 4 * H, "db", tag, True)
-    cdef floating* p_dw_hr = ptr(dw_hr, P * H if proj else 0, "dw_hr", tag)
+    cdef const floating* p_dh_n = cptr(dh_n, mul(B, P), "dh_n", tag, True)
+    cdef const floating* p_dc_n = cptr(dc_n, mul(B, H), "dc_n", tag, True)
+    cdef floating* p_dx = ptr(dx, mul(n, I), "dx", tag)
+    cdef floating* p_dh0 = ptr(dh0, mul(B, P), "dh0", tag)
+    cdef floating* p_dc0 = ptr(dc0, mul(B, H), "dc0", tag)
+    cdef floating* p_dw_ih = ptr(dw_ih, mul(4, H, I), "dw_ih", tag)
+    cdef floating* p_dw_hh = ptr(dw_hh, mul(4, H, P), "dw_hh", tag)
+    cdef floating* p_db = ptr(db, mul(4, H), "db", tag, True)
+    cdef floating* p_dw_hr = ptr(dw_hr, mul(P, H) if proj else 0, "dw_hr", tag)
     work_arr = POOL.take(lstm_backward_workspace_size(n, B, H, P),
                          np.float64 if floating is double else np.float32)
     cdef floating* p_work = ptr(work_arr, 0, "work", tag)

@@ -208,16 +208,23 @@ cdef void rnn_backward(
 import numpy as np
 cimport numpy as cnp
 from fastrnn._scratch import POOL
-from fastrnn.kernels._args cimport ptr, cptr, sizes_ptr, is_double, packed_rows
+from fastrnn.kernels._args cimport ptr, cptr, sizes_ptr, is_double, packed_rows, mul, check_dims
 
 cnp.import_array()
 
 
+cdef int _activation(object nonlinearity) except -1:
+    if nonlinearity not in ACTIVATIONS:
+        raise ValueError(f"nonlinearity must be one of {sorted(ACTIVATIONS)}, "
+                         f"got {nonlinearity!r}")
+    return ACTIVATIONS[nonlinearity]
+
+
 def forward(Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, batch_sizes,
-            bint reverse, str nonlinearity, x, w_ih, w_hh, b_ih, b_hh, h0, y,
+            bint reverse, nonlinearity, x, w_ih, w_hh, b_ih, b_hh, h0, y,
             Py_ssize_t y_col, Py_ssize_t ldy, h_n, hs, h_prevs, int num_threads):
     """Run rnn_forward; training when ``hs`` is not empty."""
-    cdef int activation = ACTIVATIONS[nonlinearity]
+    cdef int activation = _activation(nonlinearity)
     if is_double(x):
         _forward[double](T, B, I, H, batch_sizes, reverse, activation, x, w_ih, w_hh,
                          b_ih, b_hh, h0, y, y_col, ldy, h_n, hs, h_prevs, num_threads)
@@ -230,23 +237,23 @@ cdef int _forward(Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, batch_
                   bint reverse, int activation, x, w_ih, w_hh, b_ih, b_hh, h0, y,
                   Py_ssize_t y_col, Py_ssize_t ldy, h_n, hs, h_prevs, int num_threads,
                   floating* tag=NULL) except -1:
+    cptr(x, 0, "x", tag)
+    check_dims(T, B, I, H, H, y_col, ldy)
     cdef const Py_ssize_t* p_bs = sizes_ptr(batch_sizes)
     cdef Py_ssize_t n = packed_rows(p_bs, batch_sizes, T, B)
     cdef floating* p_hs = ptr(hs, 0, "hs", tag)
     cdef bint training = p_hs != NULL
     cdef Py_ssize_t per_row = n if training else 0
-    ptr(hs, per_row * H, "hs", tag)
-    cdef floating* p_h_prevs = ptr(h_prevs, per_row * H, "h_prevs", tag)
-    cdef const floating* p_x = cptr(x, n * I, "x", tag)
-    cdef const floating* p_w_ih = cptr(w_ih, H * I, "w_ih", tag)
-    cdef const floating* p_w_hh = cptr(w_hh, H * H, "w_hh", tag)
+    ptr(hs, mul(per_row, H), "hs", tag)
+    cdef floating* p_h_prevs = ptr(h_prevs, mul(per_row, H), "h_prevs", tag)
+    cdef const floating* p_x = cptr(x, mul(n, I), "x", tag)
+    cdef const floating* p_w_ih = cptr(w_ih, mul(H, I), "w_ih", tag)
+    cdef const floating* p_w_hh = cptr(w_hh, mul(H, H), "w_hh", tag)
     cdef const floating* p_b_ih = cptr(b_ih, H, "b_ih", tag, True)
     cdef const floating* p_b_hh = cptr(b_hh, H, "b_hh", tag, True)
-    cdef const floating* p_h0 = cptr(h0, B * H, "h0", tag, True)
-    if ldy < y_col + H:
-        raise ValueError(f"ldy: {ldy} columns, the kernel writes up to {y_col + H}")
-    cdef floating* p_y = ptr(y, n * ldy, "y", tag) + y_col
-    cdef floating* p_h_n = ptr(h_n, B * H, "h_n", tag)
+    cdef const floating* p_h0 = cptr(h0, mul(B, H), "h0", tag, True)
+    cdef floating* p_y = ptr(y, mul(n, ldy), "y", tag) + y_col
+    cdef floating* p_h_n = ptr(h_n, mul(B, H), "h_n", tag)
     work_arr = POOL.take(rnn_workspace_size(T, B, H, training),
                          np.float64 if floating is double else np.float32)
     cdef floating* p_work = ptr(work_arr, 0, "work", tag)
@@ -258,11 +265,11 @@ cdef int _forward(Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, batch_
 
 
 def backward(Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, batch_sizes,
-             bint reverse, str nonlinearity, x, w_ih, w_hh, hs, h_prevs, dy,
+             bint reverse, nonlinearity, x, w_ih, w_hh, hs, h_prevs, dy,
              Py_ssize_t dy_col, Py_ssize_t ldy, dh_n, dx, bint accumulate_dx, dh0, dw_ih,
              dw_hh, db, int num_threads):
     """Run rnn_backward on the buffers of a training forward."""
-    cdef int activation = ACTIVATIONS[nonlinearity]
+    cdef int activation = _activation(nonlinearity)
     if is_double(x):
         _backward[double](T, B, I, H, batch_sizes, reverse, activation, x, w_ih, w_hh, hs,
                           h_prevs, dy, dy_col, ldy, dh_n, dx, accumulate_dx, dh0, dw_ih,
@@ -277,24 +284,25 @@ cdef int _backward(Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, batch
                    bint reverse, int activation, x, w_ih, w_hh, hs, h_prevs, dy,
                    Py_ssize_t dy_col, Py_ssize_t ldy, dh_n, dx, bint accumulate_dx, dh0,
                    dw_ih, dw_hh, db, int num_threads, floating* tag=NULL) except -1:
+    cptr(x, 0, "x", tag)
+    check_dims(T, B, I, H, H, 0, H)
     cdef const Py_ssize_t* p_bs = sizes_ptr(batch_sizes)
     cdef Py_ssize_t n = packed_rows(p_bs, batch_sizes, T, B)
-    cdef const floating* p_x = cptr(x, n * I, "x", tag)
-    cdef const floating* p_w_ih = cptr(w_ih, H * I, "w_ih", tag)
-    cdef const floating* p_w_hh = cptr(w_hh, H * H, "w_hh", tag)
-    cdef floating* p_hs = ptr(hs, n * H, "hs", tag)
-    cdef const floating* p_h_prevs = cptr(h_prevs, n * H, "h_prevs", tag)
+    cdef const floating* p_x = cptr(x, mul(n, I), "x", tag)
+    cdef const floating* p_w_ih = cptr(w_ih, mul(H, I), "w_ih", tag)
+    cdef const floating* p_w_hh = cptr(w_hh, mul(H, H), "w_hh", tag)
+    cdef floating* p_hs = ptr(hs, mul(n, H), "hs", tag)
+    cdef const floating* p_h_prevs = cptr(h_prevs, mul(n, H), "h_prevs", tag)
     cdef const floating* p_dy = cptr(dy, 0, "dy", tag)
     if p_dy != NULL:
-        if ldy < dy_col + H:
-            raise ValueError(f"ldy: {ldy} columns, the kernel reads up to {dy_col + H}")
-        cptr(dy, n * ldy, "dy", tag)
+        check_dims(T, B, I, H, H, dy_col, ldy)
+        cptr(dy, mul(n, ldy), "dy", tag)
         p_dy = p_dy + dy_col
-    cdef const floating* p_dh_n = cptr(dh_n, B * H, "dh_n", tag, True)
-    cdef floating* p_dx = ptr(dx, n * I, "dx", tag)
-    cdef floating* p_dh0 = ptr(dh0, B * H, "dh0", tag)
-    cdef floating* p_dw_ih = ptr(dw_ih, H * I, "dw_ih", tag)
-    cdef floating* p_dw_hh = ptr(dw_hh, H * H, "dw_hh", tag)
+    cdef const floating* p_dh_n = cptr(dh_n, mul(B, H), "dh_n", tag, True)
+    cdef floating* p_dx = ptr(dx, mul(n, I), "dx", tag)
+    cdef floating* p_dh0 = ptr(dh0, mul(B, H), "dh0", tag)
+    cdef floating* p_dw_ih = ptr(dw_ih, mul(H, I), "dw_ih", tag)
+    cdef floating* p_dw_hh = ptr(dw_hh, mul(H, H), "dw_hh", tag)
     cdef floating* p_db = ptr(db, H, "db", tag, True)
     with nogil:
         rnn_backward(T, B, I, H, p_bs, reverse, activation, p_x, p_w_ih, p_w_hh, p_hs,

@@ -39,7 +39,7 @@ def test_a_valid_call_runs_in_its_dtype(dt):
     (dict(w_hh=np.zeros(8 * H * H, np.float32)[::2]), ValueError, "C-contiguous"),
     (dict(w_hh=np.zeros(4 * H * H - 1, np.float32)), ValueError, "w_hh: buffer of"),
     (dict(y=np.zeros(T * B * H - 1, np.float32)), ValueError, "y: buffer of"),
-    (dict(ldy=H - 1), ValueError, "ldy"),
+    (dict(ldy=H - 1), ValueError, "does not fit"),
     (dict(h0=np.zeros(B * H - 1, np.float32)), ValueError, "h0: buffer of"),
     (dict(b_ih=np.zeros(3, np.float32)), ValueError, "b_ih: buffer of"),
     (dict(w_hr=np.zeros(H * H, np.float32)), ValueError, "w_hr is given exactly"),
@@ -47,6 +47,18 @@ def test_a_valid_call_runs_in_its_dtype(dt):
     (dict(batch_sizes=np.array([2, 1], np.intp)), ValueError, "batch_sizes has 2"),
     (dict(batch_sizes=np.array([2, 1, 1], np.int8)), TypeError, "batch_sizes: dtype"),
     (dict(gates=np.zeros(1, np.float32)), ValueError, "gates: buffer of"),
+    # From a randomized check of direct calls: each of these ran before, writing
+    # outside a buffer, crashing, or leaving an output unwritten.
+    (dict(y=np.zeros(T * B * H + 1, np.float32)[1:], y_col=-1), ValueError, "column -1"),
+    (dict(ldy=2 ** 61 + 1), ValueError, "overflows"),
+    (dict(ldy=2 ** 62), ValueError, "overflows"),
+    (dict(I=0), ValueError, "need T, I, H, P >= 1"),
+    (dict(T=0), ValueError, "need T, I, H, P >= 1"),
+    (dict(B=-1, batch_sizes=np.empty(0, np.intp)), ValueError, "B >= 0"),
+    (dict(P=H + 1, w_hr=np.zeros(H * (H + 1), np.float32)), ValueError, "P <= H"),
+    (dict(batch_sizes=np.array([1, 1, 1], np.intp)), ValueError, r"batch_sizes\[0\] is 1"),
+    (dict(w_hh=np.zeros(4 * H * H, ">f4")), ValueError, "native byte order"),
+    (dict(x=np.zeros(T * B * I, np.int64)), TypeError, "x: dtype int64"),
 ])
 def test_a_wrong_buffer_raises(change, error, match):
     with pytest.raises(error, match=match):
@@ -58,6 +70,15 @@ def test_a_read_only_output_is_refused():
     y.flags.writeable = False
     with pytest.raises(ValueError, match="y: the kernel writes into a read-only"):
         lstm.forward(*_lstm_args(np.float32, y=y))
+
+
+def test_an_unknown_nonlinearity_is_a_value_error():
+    f = np.float32
+    e = np.empty(0, f)
+    with pytest.raises(ValueError, match="nonlinearity must be one of"):
+        rnn.forward(T, B, I, H, np.empty(0, np.intp), False, "foo", np.zeros(T * B * I, f),
+                    np.zeros(H * I, f), np.zeros(H * H, f), e, e, e, np.zeros(T * B * H, f),
+                    0, H, np.zeros(B * H, f), e, e, 1)
 
 
 def test_gru_and_rnn_check_their_buffers():

@@ -6,6 +6,7 @@
 # call takes 18 of them, which was most of a small call's time.  A module that
 # cimports these calls cnp.import_array() once.
 from cython cimport floating
+from cpython.pyport cimport PY_SSIZE_T_MAX
 cimport numpy as cnp
 
 
@@ -13,6 +14,31 @@ cdef inline int need(Py_ssize_t have, Py_ssize_t want, str what) except -1:
     """Buffers are sized by the layers; a mismatch here is a bug caught before C runs."""
     if have < want:
         raise ValueError(f"{what}: buffer of {have} elements, kernel needs {want}")
+    return 0
+
+
+cdef inline Py_ssize_t mul(Py_ssize_t a, Py_ssize_t b, Py_ssize_t c=1) except -1:
+    """a * b * c for a buffer size, refusing what would overflow (a wrapped product
+    would pass the size checks and let the kernel run past the buffer)."""
+    if a < 0 or b < 0 or c < 0:
+        raise ValueError("a buffer size is negative")
+    if b and a > PY_SSIZE_T_MAX // b:
+        raise ValueError("a buffer size overflows")
+    a *= b
+    if c and a > PY_SSIZE_T_MAX // c:
+        raise ValueError("a buffer size overflows")
+    return a * c
+
+
+cdef inline int check_dims(Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H,
+                           Py_ssize_t P, Py_ssize_t col, Py_ssize_t ld) except -1:
+    """Sizes the layers can pass: T, I, H, P >= 1, B >= 0, P <= H, and an output
+    column range [col, col + P) within rows of ld >= col + P elements."""
+    if T < 1 or I < 1 or H < 1 or P < 1 or B < 0 or P > H:
+        raise ValueError(f"sizes T={T}, B={B}, I={I}, H={H}, P={P}: need T, I, H, P >= 1, "
+                         f"B >= 0 and P <= H")
+    if col < 0 or ld < col + P:
+        raise ValueError(f"column {col} of rows of {ld} elements: a row of {P} does not fit")
     return 0
 
 
@@ -31,6 +57,8 @@ cdef inline cnp.ndarray checked(object a, int typenum, bint writable, str what):
                         f"{cnp.PyArray_DescrFromType(typenum)}")
     if not cnp.PyArray_IS_C_CONTIGUOUS(arr):
         raise ValueError(f"{what}: the kernel needs a C-contiguous buffer")
+    if not cnp.PyArray_ISNOTSWAPPED(arr):
+        raise ValueError(f"{what}: the kernel needs native byte order")
     if writable and not cnp.PyArray_ISWRITEABLE(arr):
         raise ValueError(f"{what}: the kernel writes into a read-only buffer")
     return arr
@@ -70,12 +98,16 @@ cdef inline const Py_ssize_t* sizes_ptr(object batch_sizes) except? NULL:
 
 cdef inline Py_ssize_t packed_rows(const Py_ssize_t* batch_sizes, object sizes_arr,
                                    Py_ssize_t T, Py_ssize_t B) except -1:
-    """Rows of the packed sequence, after checking batch_sizes (NULL: all B rows)."""
+    """Rows of the packed sequence, after checking batch_sizes (NULL: all B rows).
+    Every sequence starts at the first step (batch_sizes[0] == B), as the layers pack
+    them: a row absent from it would never write its final state."""
     cdef Py_ssize_t t, n = 0, prev = B
     if batch_sizes == NULL:
-        return T * B
+        return mul(T, B)
     if size_of(sizes_arr) != T:
         raise ValueError(f"batch_sizes has {size_of(sizes_arr)} entries, expected {T}")
+    if batch_sizes[0] != B:
+        raise ValueError(f"batch_sizes[0] is {batch_sizes[0]}, expected B = {B}")
     for t in range(T):
         if batch_sizes[t] < 0 or batch_sizes[t] > prev:
             raise ValueError("batch_sizes must be non-increasing and within [0, B]")
