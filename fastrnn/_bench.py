@@ -311,6 +311,8 @@ def main(argv=None):
     ap.add_argument("--json", default=None, help="write the results to this file")
     ap.add_argument("--plot", default=None, help="draw the ratios into this PNG")
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--no-scaling", action="store_true",
+                    help="skip the section on how the cost grows (T, B, memory, threads)")
     args = ap.parse_args(argv)
     grid = dict(QUICK_GRID if args.quick else DEFAULT_GRID)
     if args.cells:
@@ -338,9 +340,15 @@ def main(argv=None):
         print(f"SGEMM ceiling (NumPy, best of the run's start and end): "
               f"{results[0]['sgemm_gflops']:.1f} GFLOP/s")
     print(format_table(results))
+    scaling = None
+    if not args.no_scaling and results:
+        from fastrnn import _scaling
+        scaling = _scaling.run(grid["cells"], grid["modes"], threads, quick=args.quick)
+        print()
+        print(_scaling.format_report(scaling))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(dict(grid=grid, results=results), f, indent=1)
+            json.dump(dict(grid=grid, results=results, scaling=scaling), f, indent=1)
     if args.plot:
         plot(results, args.plot)
     return 0
