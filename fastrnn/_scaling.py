@@ -42,22 +42,13 @@ def _interleaved_best(fns, min_time, repeats):
     return [min(t) for t in times]
 
 
-def time_vs_steps(cell, B, H, steps=STEPS, min_time=0.05, repeats=3):
-    """[(T, seconds per call)] of inference."""
+def inference_times(cell, H, shapes, min_time=0.05, repeats=3):
+    """[seconds per inference call] for each (T, B) of ``shapes``, interleaved."""
     fns = []
-    for T in steps:
+    for T, B in shapes:
         layer, x = _layer_and_input(cell, B, H, T)
         fns.append(lambda layer=layer, x=x: layer(x))
-    return list(zip(steps, _interleaved_best(fns, min_time, repeats)))
-
-
-def time_vs_batch(cell, T, H, batches=BATCHES, min_time=0.05, repeats=3):
-    """[(B, seconds per call)] of inference."""
-    fns = []
-    for B in batches:
-        layer, x = _layer_and_input(cell, B, H, T)
-        fns.append(lambda layer=layer, x=x: layer(x))
-    return list(zip(batches, _interleaved_best(fns, min_time, repeats)))
+    return _interleaved_best(fns, min_time, repeats)
 
 
 def memory_beyond_output(cell, B, H, steps=MEMORY_STEPS):
@@ -122,10 +113,12 @@ def run(cells, modes, threads, quick=False):
     timing = dict(min_time=0.02, repeats=2) if quick else {}
     cell = "LSTM" if "LSTM" in cells else cells[0]
     shapes = q.get("thread_shapes", THREAD_SHAPES)
+    steps, batches = q.get("steps", STEPS), q.get("batches", BATCHES)
     return dict(
         cell=cell, hidden=256,
-        steps=time_vs_steps(cell, 8, 256, q.get("steps", STEPS), **timing),
-        batches=time_vs_batch(cell, 50, 256, q.get("batches", BATCHES), **timing),
+        steps=list(zip(steps, inference_times(cell, 256, [(T, 8) for T in steps], **timing))),
+        batches=list(zip(batches, inference_times(cell, 256, [(50, B) for B in batches],
+                                                  **timing))),
         memory=memory_beyond_output(cell, 8, 256, q.get("memory_steps", MEMORY_STEPS)),
         threads=threads,
         thread_rows=threads_vs_one(cells, modes, shapes["batches"], shapes["hiddens"],

@@ -25,8 +25,10 @@ def test_inference_memory_beyond_the_output_does_not_grow_with_T(cell):
 
 def test_the_report_runs_and_names_its_findings():
     s = dict(cell="GRU", hidden=16,
-             steps=_scaling.time_vs_steps("GRU", 2, 16, (5, 10), min_time=1e-3, repeats=1),
-             batches=_scaling.time_vs_batch("GRU", 5, 16, (2, 4), min_time=1e-3, repeats=1),
+             steps=list(zip((5, 10), _scaling.inference_times(
+                 "GRU", 16, [(5, 2), (10, 2)], min_time=1e-3, repeats=1))),
+             batches=list(zip((2, 4), _scaling.inference_times(
+                 "GRU", 16, [(5, 2), (5, 4)], min_time=1e-3, repeats=1))),
              memory=_scaling.memory_beyond_output("GRU", 2, 16, (300, 600)), threads=2,
              thread_rows=_scaling.threads_vs_one(["RNN"], ["inference", "training"], [2],
                                                  [16], 2, T=5, min_time=1e-3, repeats=1))
