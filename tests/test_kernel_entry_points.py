@@ -52,6 +52,7 @@ def test_a_valid_call_runs_in_its_dtype(dt):
     (dict(y=np.zeros(T * B * H + 1, np.float32)[1:], y_col=-1), ValueError, "column -1"),
     (dict(ldy=2 ** 61 + 1), ValueError, "overflows"),
     (dict(ldy=2 ** 62), ValueError, "overflows"),
+    (dict(y_col=2 ** 63 - 1), ValueError, "does not fit"),
     (dict(I=0), ValueError, "need T, I, H, P >= 1"),
     (dict(T=0), ValueError, "need T, I, H, P >= 1"),
     (dict(B=-1, batch_sizes=np.empty(0, np.intp)), ValueError, "B >= 0"),

@@ -37,7 +37,7 @@ cdef inline int check_dims(Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t 
     if T < 1 or I < 1 or H < 1 or P < 1 or B < 0 or P > H:
         raise ValueError(f"sizes T={T}, B={B}, I={I}, H={H}, P={P}: need T, I, H, P >= 1, "
                          f"B >= 0 and P <= H")
-    if col < 0 or ld < col + P:
+    if col < 0 or ld < P or col > ld - P:        # col + P itself could overflow
         raise ValueError(f"column {col} of rows of {ld} elements: a row of {P} does not fit")
     return 0
 
