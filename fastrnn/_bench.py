@@ -307,7 +307,8 @@ def main(argv=None):
     ap.add_argument("--batches", default=None, help="comma-separated batch sizes")
     ap.add_argument("--hiddens", default=None, help="comma-separated hidden sizes")
     ap.add_argument("--steps", type=int, default=None, help="sequence length T")
-    ap.add_argument("--repeats", type=int, default=3, help="interleaved repetitions")
+    ap.add_argument("--repeats", type=int, default=None,
+                    help="interleaved repetitions (default 3, with --quick 2)")
     ap.add_argument("--json", default=None, help="write the results to this file")
     ap.add_argument("--plot", default=None, help="draw the ratios into this PNG")
     ap.add_argument("--no-progress", action="store_true")
@@ -330,7 +331,8 @@ def main(argv=None):
     if unknown:
         ap.error(f"unknown cell or mode {', '.join(unknown)}: cells are "
                  f"{', '.join(CELLS)}, modes inference, training")
-    results = run(grid, threads=args.threads, repeats=args.repeats,
+    repeats = args.repeats if args.repeats is not None else (2 if args.quick else 3)
+    results = run(grid, threads=args.threads, repeats=repeats,
                   progress=not args.no_progress)
     threads = results[0]["threads"] if results else args.threads
     print(f"fastrnn {fastrnn.__version__} bench, {time.strftime('%Y-%m-%d')}, "

@@ -9,7 +9,7 @@ import pytest
 from fastrnn import _bench
 
 TINY = ["--cells", "RNN,GRU", "--modes", "inference,training", "--batches", "2",
-        "--hiddens", "8", "--steps", "3", "--repeats", "1", "--no-progress"]
+        "--hiddens", "8", "--steps", "3", "--repeats", "1", "--no-progress", "--no-scaling"]
 
 
 def test_bench_prints_a_table_and_writes_json(tmp_path, capsys):
@@ -26,6 +26,24 @@ def test_bench_prints_a_table_and_writes_json(tmp_path, capsys):
         assert r["sgemm_gflops"] > 0 and r["fastrnn_peak_mb"] >= 0
         # The reference runs on a grid this small; its outputs matched fastrnn's.
         assert "numpy-ref" in r["times_s"] and "numpy-ref" not in r["notes"]
+
+
+def test_bench_prints_how_the_cost_grows(tmp_path, capsys, monkeypatch):
+    """The section below the table (fastrnn/_scaling.py, tested there), here on tiny
+    sizes: it reaches the output and the JSON."""
+    from fastrnn import _scaling
+    monkeypatch.setattr(_scaling, "STEPS", (3, 6))
+    monkeypatch.setattr(_scaling, "BATCHES", (2, 4))
+    monkeypatch.setattr(_scaling, "MEMORY_STEPS", (300, 600))
+    monkeypatch.setattr(_scaling, "THREAD_SHAPES", dict(batches=(2,), hiddens=(8,)))
+    out = tmp_path / "bench.json"
+    args = [a for a in TINY if a != "--no-scaling"] + ["--threads", "2", "--json", str(out)]
+    assert _bench.main(args) == 0
+    text = capsys.readouterr().out
+    assert "How the cost grows" in text and "Threads: time on 2 threads" in text
+    scaling = json.loads(out.read_text())["scaling"]
+    assert [T for T, _ in scaling["steps"]] == [3, 6]
+    assert len(scaling["thread_rows"]) == 4          # RNN, GRU x inference, training
 
 
 def test_bench_marks_a_peer_whose_outputs_differ(monkeypatch):
