@@ -9,6 +9,7 @@ memoryview acquisitions, the GIL released while the kernels run.
 
 cimport numpy as cnp
 from cython.parallel cimport parallel
+from libc.string cimport memcpy
 from fastrnn.kernels.common cimport (
     fastrnn_team_sync, fastrnn_team_barrier, fastrnn_flush_denormals,
     fastrnn_restore_fp_mode, omp_get_thread_num, omp_get_num_threads, split_units,
@@ -19,12 +20,13 @@ from fastrnn.kernels.rnn cimport rnn_forward, rnn_workspace_size
 
 cdef extern from "fastrnn/kernels/_gemv_rows.h":
     void fastrnn_gemv_rows_f32(const float* w, Py_ssize_t ldw, Py_ssize_t K, const float* v,
-                               Py_ssize_t ldv, Py_ssize_t nv, float* y, Py_ssize_t ldy,
-                               Py_ssize_t r0, Py_ssize_t r1, int accumulate) noexcept nogil
-    void fastrnn_gemv_rows_f64(const double* w, Py_ssize_t ldw, Py_ssize_t K,
-                               const double* v, Py_ssize_t ldv, Py_ssize_t nv, double* y,
+                               Py_ssize_t ldv, Py_ssize_t nv, const float* bias, float* y,
                                Py_ssize_t ldy, Py_ssize_t r0, Py_ssize_t r1,
                                int accumulate) noexcept nogil
+    void fastrnn_gemv_rows_f64(const double* w, Py_ssize_t ldw, Py_ssize_t K,
+                               const double* v, Py_ssize_t ldv, Py_ssize_t nv,
+                               const double* bias, double* y, Py_ssize_t ldy, Py_ssize_t r0,
+                               Py_ssize_t r1, int accumulate) noexcept nogil
 
 import numpy as np
 
@@ -139,6 +141,10 @@ cdef class StreamCore:
         else:
             with parallel(num_threads=self.num_threads):
                 _row_steps(self, x, out, omp_get_thread_num(), omp_get_num_threads(), &sync)
+        # The last layer's new state, once the team has joined (no thread reads the
+        # old one any more): one copy here in place of a barrier in every step.
+        memcpy(self.h[self.num_layers - 1], out,
+               self.B * self.H * (sizeof(float) if self.is_float else sizeof(double)))
 
     cdef void _run(self, void* x, void* out) noexcept nogil:
         cdef int k
@@ -247,21 +253,13 @@ cdef inline void _step_layer(StreamCore s, int k, real* x, real* out) noexcept n
 
 
 cdef inline void _gemv_rows(const real* w, Py_ssize_t ldw, Py_ssize_t K, const real* v,
-                            Py_ssize_t ldv, Py_ssize_t nv, real* y, Py_ssize_t ldy,
-                            Py_ssize_t r0, Py_ssize_t r1, bint accumulate) noexcept nogil:
+                            Py_ssize_t ldv, Py_ssize_t nv, const real* bias, real* y,
+                            Py_ssize_t ldy, Py_ssize_t r0, Py_ssize_t r1,
+                            bint accumulate) noexcept nogil:
     if real is float:
-        fastrnn_gemv_rows_f32(w, ldw, K, v, ldv, nv, y, ldy, r0, r1, accumulate)
+        fastrnn_gemv_rows_f32(w, ldw, K, v, ldv, nv, bias, y, ldy, r0, r1, accumulate)
     else:
-        fastrnn_gemv_rows_f64(w, ldw, K, v, ldv, nv, y, ldy, r0, r1, accumulate)
-
-
-cdef inline void _add_bias(real* pre, Py_ssize_t ld, Py_ssize_t rows, const real* b,
-                           Py_ssize_t r0, Py_ssize_t r1) noexcept nogil:
-    cdef Py_ssize_t i, r
-    if b != NULL:
-        for i in range(rows):
-            for r in range(r0, r1):
-                pre[i * ld + r] += b[r]
+        fastrnn_gemv_rows_f64(w, ldw, K, v, ldv, nv, bias, y, ldy, r0, r1, accumulate)
 
 
 cdef void _row_step(StreamCore s, int k, const real* x, real* out, Py_ssize_t j0,
@@ -282,14 +280,12 @@ cdef void _row_step(StreamCore s, int k, const real* x, real* out, Py_ssize_t j0
     n_gates = 4 if s.cell == CELL_LSTM else 3 if s.cell == CELL_GRU else 1
     G = n_gates * H
     for g in range(n_gates):
-        _gemv_rows(w_ih, I, I, x, I, B, pre, G, g * H + j0, g * H + j1, False)
-        _add_bias(pre, G, B, b_ih, g * H + j0, g * H + j1)
+        _gemv_rows(w_ih, I, I, x, I, B, b_ih, pre, G, g * H + j0, g * H + j1, False)
         if s.cell == CELL_GRU and g == 2:
             # W_hn h stays apart: r multiplies it (and b_hn, added by the cell pass).
-            _gemv_rows(w_hh + 2 * H * H, H, H, h, H, B, hn, H, j0, j1, False)
+            _gemv_rows(w_hh + 2 * H * H, H, H, h, H, B, NULL, hn, H, j0, j1, False)
         else:
-            _gemv_rows(w_hh, H, H, h, H, B, pre, G, g * H + j0, g * H + j1, True)
-            _add_bias(pre, G, B, b_hh, g * H + j0, g * H + j1)
+            _gemv_rows(w_hh, H, H, h, H, B, b_hh, pre, G, g * H + j0, g * H + j1, True)
     for b in range(B):
         if s.cell == CELL_LSTM:
             lstm_row(pre + b * G, c + b * H, out + b * H, NULL, NULL, H, j0, j1, False)
@@ -302,8 +298,8 @@ cdef void _row_step(StreamCore s, int k, const real* x, real* out, Py_ssize_t j0
 
 cdef void _row_steps(StreamCore s, void* x, void* out, int tid, int nt,
                      fastrnn_team_sync* sync) noexcept nogil:
-    """Every layer's step on this thread's units; a barrier after each layer, whose
-    output is the next one's input, before its state is updated."""
+    """Every layer's step on this thread's units; a barrier after each layer but the
+    last, whose output is the next one's input, before its state is updated."""
     cdef int k, sense = 0
     cdef Py_ssize_t j0, j1, b, j, H = s.H
     cdef void* inp
@@ -317,6 +313,8 @@ cdef void _row_steps(StreamCore s, void* x, void* out, int tid, int nt,
             _row_step[float](s, k, <float*>inp, <float*>dst, j0, j1)
         else:
             _row_step[double](s, k, <double*>inp, <double*>dst, j0, j1)
+        if k == s.num_layers - 1:
+            break                                  # its state: by _run_rows, after the join
         fastrnn_team_barrier(sync, nt, &sense)     # every thread has read the old h
         for b in range(s.B):
             for j in range(j0, j1):

@@ -185,7 +185,7 @@ def test_small_batches_step_on_the_weights_rows_where_the_cell_allows(cell):
 @pytest.mark.parametrize("cell", [c for c in CELLS if c.name in ROW_STEP_CELLS], ids=str)
 def test_row_steps_equal_whole_sequence(cell, dtype, threads, B, rng, default_threads):
     """Row steps on one thread and split over two (odd sizes: the units' split has
-    a partial block and the rows a remainder of the four-row blocks)."""
+    a partial block and the rows a remainder short of a vector-wide block)."""
     fastrnn.set_num_threads(threads)
     layer = cell.make(67, 203, num_layers=2, dtype=dtype, seed=5)
     stream = layer.stream(B)

@@ -3,80 +3,76 @@
    A streamed step multiplies the weights by a few input and state vectors.  The
    weights stay where the layer keeps them (a stream sees in-place updates), so
    there is nothing to pack: each output is a dot product of a contiguous weight
-   row with the vector, four rows at a time so that every load of the vector
-   serves four FMAs.  The product is bound by reading the weights (a 64 x 128
-   LSTM's are 393 KB), which is why a stream splits its rows between two cores:
-   each reads half of them, from its own L2 cache once warm.
+   row with the vector.  A block of one vector's width of rows (8 in float32, 4 in
+   float64) runs at once: every load of the vector serves that many FMAs, the
+   block's independent accumulators hide the FMA latency and keep that many weight
+   streams in flight, and one shuffle tree finishes the block's dot products into a
+   vector stored in one go (fastrnn_sum_lanes8).  The product is bound by reading
+   the weights (a 64 x 128 LSTM's are 393 KB), which is why a stream splits its
+   rows between two cores: each reads half of them, from its own L2 cache once warm.
 
    Written with GCC vector extensions, as _packed_gemm.h. */
 #ifndef FASTRNN_GEMV_ROWS_H
 #define FASTRNN_GEMV_ROWS_H
 #include <stddef.h>
 #include <string.h>
+#include "_vectors.h"
 
-typedef float fastrnn_gv_v8f __attribute__((vector_size(32)));
-typedef double fastrnn_gv_v4d __attribute__((vector_size(32)));
-
-#define FASTRNN_DEFINE_GEMV_ROWS(SUF, T, V, LANES)                                     \
-static inline T fastrnn_gv_sum_##SUF(V a) {                                            \
-    T s = 0;                                                                           \
-    for (int e = 0; e < LANES; e++) s += a[e];                                         \
-    return s;                                                                          \
-}                                                                                      \
-/* y[b * ldy + r] (+)= sum_k w[r * ldw + k] * v[b * ldv + k] for r in [r0, r1) and  \
-   the nv vectors b; overwrites unless accumulate.  Each block of four rows serves   \
-   every vector while it sits in L1, so the weights are read once whatever nv. */    \
+#define FASTRNN_DEFINE_GEMV_ROWS(SUF, T, V, LANES, SUM_LANES)                          \
+/* y[b * ldy + r] = (accumulate ? y[b * ldy + r] : 0) + bias[r] (when bias is not    \
+   NULL) + sum_k w[r * ldw + k] * v[b * ldv + k], for r in [r0, r1) and the nv       \
+   vectors b.  Each block of rows serves every vector while it sits in L1, so the    \
+   weights are read once whatever nv. */                                              \
 static void fastrnn_gemv_rows_##SUF(const T* w, ptrdiff_t ldw, ptrdiff_t K,            \
-                                    const T* v, ptrdiff_t ldv, ptrdiff_t nv, T* y,     \
-                                    ptrdiff_t ldy, ptrdiff_t r0, ptrdiff_t r1,         \
-                                    int accumulate) {                                  \
+                                    const T* v, ptrdiff_t ldv, ptrdiff_t nv,           \
+                                    const T* bias, T* y, ptrdiff_t ldy, ptrdiff_t r0,  \
+                                    ptrdiff_t r1, int accumulate) {                    \
     ptrdiff_t kv = K / LANES * LANES;                                                  \
     ptrdiff_t r = r0;                                                                  \
-    for (; r + 4 <= r1; r += 4) {                                                      \
-        const T* w0 = w + r * ldw;                                                     \
-        const T* w1 = w0 + ldw;                                                        \
-        const T* w2 = w1 + ldw;                                                        \
-        const T* w3 = w2 + ldw;                                                        \
+    for (; r + LANES <= r1; r += LANES) {                                              \
+        const T* wr = w + r * ldw;                                                     \
         for (ptrdiff_t b = 0; b < nv; b++) {                                           \
             const T* vb = v + b * ldv;                                                 \
-            T* yb = y + b * ldy;                                                       \
-            V a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, x, c;                            \
+            T* yb = y + b * ldy + r;                                                   \
+            V acc[LANES], x, c, s;                                                     \
+            for (int e = 0; e < LANES; e++)                                            \
+                acc[e] = (V){0};                                                       \
             for (ptrdiff_t k = 0; k < kv; k += LANES) {                                \
                 memcpy(&x, vb + k, sizeof(V));                                         \
-                memcpy(&c, w0 + k, sizeof(V)); a0 += c * x;                            \
-                memcpy(&c, w1 + k, sizeof(V)); a1 += c * x;                            \
-                memcpy(&c, w2 + k, sizeof(V)); a2 += c * x;                            \
-                memcpy(&c, w3 + k, sizeof(V)); a3 += c * x;                            \
+                for (int e = 0; e < LANES; e++) {                                      \
+                    memcpy(&c, wr + e * ldw + k, sizeof(V));                           \
+                    acc[e] += c * x;                                                   \
+                }                                                                      \
             }                                                                          \
-            T s0 = fastrnn_gv_sum_##SUF(a0), s1 = fastrnn_gv_sum_##SUF(a1);            \
-            T s2 = fastrnn_gv_sum_##SUF(a2), s3 = fastrnn_gv_sum_##SUF(a3);            \
-            for (ptrdiff_t k = kv; k < K; k++) {                                       \
-                s0 += w0[k] * vb[k]; s1 += w1[k] * vb[k];                              \
-                s2 += w2[k] * vb[k]; s3 += w3[k] * vb[k];                              \
+            s = SUM_LANES(acc);                                                        \
+            for (ptrdiff_t k = kv; k < K; k++)                                         \
+                for (int e = 0; e < LANES; e++)                                        \
+                    s[e] += wr[e * ldw + k] * vb[k];                                   \
+            if (bias != NULL) {                                                        \
+                memcpy(&c, bias + r, sizeof(V));                                       \
+                s += c;                                                                \
             }                                                                          \
             if (accumulate) {                                                          \
-                yb[r] += s0; yb[r + 1] += s1; yb[r + 2] += s2; yb[r + 3] += s3;        \
-            } else {                                                                   \
-                yb[r] = s0; yb[r + 1] = s1; yb[r + 2] = s2; yb[r + 3] = s3;            \
+                memcpy(&c, yb, sizeof(V));                                             \
+                s += c;                                                                \
             }                                                                          \
+            memcpy(yb, &s, sizeof(V));                                                 \
         }                                                                              \
     }                                                                                  \
-    for (; r < r1; r++) {                                                              \
-        const T* w0 = w + r * ldw;                                                     \
+    for (; r < r1; r++) {                     /* the rows short of a whole block */     \
+        const T* wr = w + r * ldw;                                                     \
         for (ptrdiff_t b = 0; b < nv; b++) {                                           \
             const T* vb = v + b * ldv;                                                 \
-            V a0 = {0}, x, c;                                                          \
-            for (ptrdiff_t k = 0; k < kv; k += LANES) {                                \
-                memcpy(&x, vb + k, sizeof(V));                                         \
-                memcpy(&c, w0 + k, sizeof(V)); a0 += c * x;                            \
-            }                                                                          \
-            T s0 = fastrnn_gv_sum_##SUF(a0);                                           \
-            for (ptrdiff_t k = kv; k < K; k++) s0 += w0[k] * vb[k];                    \
-            y[b * ldy + r] = accumulate ? y[b * ldy + r] + s0 : s0;                    \
+            T s = 0;                                                                   \
+            for (ptrdiff_t k = 0; k < K; k++)                                          \
+                s += wr[k] * vb[k];                                                    \
+            if (bias != NULL)                                                          \
+                s += bias[r];                                                          \
+            y[b * ldy + r] = accumulate ? y[b * ldy + r] + s : s;                      \
         }                                                                              \
     }                                                                                  \
 }
 
-FASTRNN_DEFINE_GEMV_ROWS(f32, float, fastrnn_gv_v8f, 8)
-FASTRNN_DEFINE_GEMV_ROWS(f64, double, fastrnn_gv_v4d, 4)
+FASTRNN_DEFINE_GEMV_ROWS(f32, float, fastrnn_v8f, 8, fastrnn_sum_lanes8)
+FASTRNN_DEFINE_GEMV_ROWS(f64, double, fastrnn_v4d, 4, fastrnn_sum_lanes4)
 #endif

@@ -24,6 +24,7 @@
 #define FASTRNN_PACKED_GEMM_H
 #include <stddef.h>
 #include <string.h>
+#include "_vectors.h"
 
 #define FASTRNN_GROUP 8
 
@@ -108,21 +109,12 @@ static void fastrnn_pg_tile_##SUF##_##MR##_##NG(                                
     }                                                                                  \
 }
 
-typedef float fastrnn_v8f __attribute__((vector_size(32)));
 typedef double fastrnn_v8d __attribute__((vector_size(64)));
 
 /* Eight whole rows of a row-major W (row e at src + e * ld) into one packed group:
    dst[k * 8 + e] = src[e * ld + k].  Packing runs on every kernel call, so float32
    transposes 8 x 8 blocks in registers (measured 2.4-2.9x faster than the element
    loop, H = 128 to 512); float64 keeps the element loop. */
-#if defined(__clang__)
-#define FASTRNN_SHUFFLE8(a, b, i0, i1, i2, i3, i4, i5, i6, i7) \
-    __builtin_shufflevector(a, b, i0, i1, i2, i3, i4, i5, i6, i7)
-#else
-typedef int fastrnn_v8i __attribute__((vector_size(32)));
-#define FASTRNN_SHUFFLE8(a, b, i0, i1, i2, i3, i4, i5, i6, i7) \
-    __builtin_shuffle(a, b, (fastrnn_v8i){i0, i1, i2, i3, i4, i5, i6, i7})
-#endif
 static void fastrnn_pack_rows8_f32(const float* src, ptrdiff_t ld, ptrdiff_t K, float* dst) {
     ptrdiff_t k = 0;
     for (; k + 8 <= K; k += 8) {
