@@ -190,6 +190,11 @@ cdef void _backward_body(
     pack_weights(w_hh, False, 2 * H, 1, H, j0, j1, packed_rz)
     pack_weights(w_hh + 2 * H * H, False, H, 1, H, j0, j1, packed_n)
     copy_block(dh0, H, dh_n, H, B, j0, j1)
+    for g in range(3):
+        if db_ih != NULL:
+            column_sums(db_ih, gates, 0, G, g * H + j0, g * H + j1, False)
+        if db_hh != NULL:
+            column_sums(db_hh, gates, 0, G, g * H + j0, g * H + j1, False)
 
     for s in range(T):
         t = s if up else T - 1 - s
@@ -216,26 +221,25 @@ cdef void _backward_body(
                                 dh0 + b * H, j0, j1)
             fastrnn_team_barrier(sync, nt, &sense)
         step_gemm(bs, 2 * H, d_row, G, w_hh, False, packed_rz, 1, H, j0, j1, dh0, H, True)
+        # The step's gate gradients of the thread's units are final: the biases'.
+        for g in range(3):
+            if db_ih != NULL:
+                column_sums(db_ih, d_row, bs, G, g * H + j0, g * H + j1, True)
+            if db_hh != NULL:
+                if g == 2 and reset_after:      # b_hn's gradient is W_hn h's
+                    column_sums(db_hh + 2 * H, hns + row * H, bs, H, j0, j1, True)
+                else:
+                    column_sums(db_hh, d_row, bs, G, g * H + j0, g * H + j1, True)
         if up:
             off += bs
     fastrnn_team_barrier(sync, nt, &sense)
 
     weight_grad(n_rows, G, I, gates, G, x, I, dw_ih, I, tid, nt)
-    for g in range(3):
-        if db_ih != NULL:
-            column_sums(db_ih, gates, n_rows, G, g * H + j0, g * H + j1)
     weight_grad(n_rows, 2 * H, H, gates, G, h_prevs, H, dw_hh, H, tid, nt)
-    for g in range(2):
-        if db_hh != NULL:
-            column_sums(db_hh, gates, n_rows, G, g * H + j0, g * H + j1)
     if reset_after:
         weight_grad(n_rows, H, H, hns, H, h_prevs, H, dw_hh + 2 * H * H, H, tid, nt)
-        if db_hh != NULL:
-            column_sums(db_hh + 2 * H, hns, n_rows, H, j0, j1)
     else:
         weight_grad(n_rows, H, H, gates + 2 * H, G, hns, H, dw_hh + 2 * H * H, H, tid, nt)
-        if db_hh != NULL:
-            column_sums(db_hh, gates, n_rows, G, 2 * H + j0, 2 * H + j1)
     split_rows(n_rows, tid, nt, &r0, &r1)
     gemm(False, False, r1 - r0, I, G, <floating>1, gates + r0 * G, G, w_ih, I,
          <floating>1 if accumulate_dx else <floating>0, dx + r0 * I, I)

@@ -215,6 +215,9 @@ cdef void _backward_body(
     # dh0 and dc0 carry the running state gradients; they end as the answers.
     copy_block(dh0, P, dh_n, P, B, p0, p1)
     copy_block(dc0, H, dc_n, H, B, j0, j1)
+    if db != NULL:
+        for g in range(4):
+            column_sums(db, gates, 0, G, g * H + j0, g * H + j1, False)
 
     for s in range(T):
         t = s if up else T - 1 - s
@@ -240,6 +243,9 @@ cdef void _backward_body(
                           dr + b * H if proj else dh0 + b * H,
                           <const floating*>NULL if proj or dy == NULL else dy + (row + b) * ldy,
                           dc0 + b * H, H, j0, j1)
+        if db != NULL:
+            for g in range(4):
+                column_sums(db, d_row, bs, G, g * H + j0, g * H + j1, True)
         fastrnn_team_barrier(sync, nt, &sense)
         # dh_{t-1}[:, own outputs] = d_gates_t . W_hh[:, own outputs]
         step_gemm(bs, G, d_row, G, w_hh, False, packed_hh, 1, P, p0, p1, dh0, P, False)
@@ -250,9 +256,6 @@ cdef void _backward_body(
     # Whole-sequence weight gradients (the loop's last barrier made d_gates whole).
     weight_grad(n_rows, G, I, gates, G, x, I, dw_ih, I, tid, nt)
     weight_grad(n_rows, G, P, gates, G, h_prevs, P, dw_hh, P, tid, nt)
-    for g in range(4):
-        if db != NULL:
-            column_sums(db, gates, n_rows, G, g * H + j0, g * H + j1)
     if proj:
         weight_grad(n_rows, P, H, dh_all, P, rs, H, dw_hr, H, tid, nt)
     # dx = d_gates . W_ih, split by rows.

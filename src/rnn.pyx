@@ -142,6 +142,8 @@ cdef void _backward_body(
     hk = j1 - j0
     pack_weights(w_hh, False, H, 1, H, j0, j1, packed)    # W_hh's columns of the thread's units
     copy_block(dh0, H, dh_n, H, B, j0, j1)
+    if db != NULL:
+        column_sums(db, hs, 0, H, j0, j1, False)
 
     for s in range(T):
         t = s if up else T - 1 - s
@@ -154,6 +156,8 @@ cdef void _backward_body(
             rnn_grad_row(d_row + b * H, dh0 + b * H,
                          <const floating*>NULL if dy == NULL else dy + (row + b) * ldy, j0, j1,
                          activation)
+        if db != NULL:
+            column_sums(db, d_row, bs, H, j0, j1, True)
         fastrnn_team_barrier(sync, nt, &sense)
         step_gemm(bs, H, d_row, H, w_hh, False, packed, 1, H, j0, j1, dh0, H, False)
         if up:
@@ -162,8 +166,6 @@ cdef void _backward_body(
 
     weight_grad(n_rows, H, I, hs, H, x, I, dw_ih, I, tid, nt)
     weight_grad(n_rows, H, H, hs, H, h_prevs, H, dw_hh, H, tid, nt)
-    if db != NULL:
-        column_sums(db, hs, n_rows, H, j0, j1)
     split_rows(n_rows, tid, nt, &r0, &r1)
     gemm(False, False, r1 - r0, I, H, <floating>1, hs + r0 * H, H, w_ih, I,
          <floating>1 if accumulate_dx else <floating>0, dx + r0 * I, I)

@@ -243,11 +243,16 @@ cdef inline void fill_bias(floating* dst, Py_ssize_t rows, Py_ssize_t ld,
 
 
 cdef inline void column_sums(floating* out, const floating* src, Py_ssize_t rows,
-                             Py_ssize_t ld, Py_ssize_t lo, Py_ssize_t hi) noexcept nogil:
-    """out[lo:hi] = sum over r < rows of src[r, lo:hi]."""
+                             Py_ssize_t ld, Py_ssize_t lo, Py_ssize_t hi,
+                             bint accumulate) noexcept nogil:
+    """out[lo:hi] (+)= sum over r < rows of src[r, lo:hi].  The backward passes add
+    each step's rows while the pass has them in cache: summing the whole sequence's
+    gates afterwards read them once more from memory (a third of an LSTM backward's
+    elementwise time at batch 32 / hidden 128)."""
     cdef Py_ssize_t r, j
-    for j in range(lo, hi):
-        out[j] = 0
+    if not accumulate:
+        for j in range(lo, hi):
+            out[j] = 0
     for r in range(rows):
         for j in range(lo, hi):
             out[j] += src[r * ld + j]
