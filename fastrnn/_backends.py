@@ -71,17 +71,26 @@ class PackedLayout:
             return rows
         return np.ascontiguousarray(a.reshape(self.T * self.B, a.shape[-1])[self.index])
 
+    @property
+    def rows_are_sequence(self):
+        """Whether unpack() returns the rows themselves (no padding to scatter into)."""
+        return self.index is None
+
     def unpack(self, rows):
-        """(N, F) packed rows -> (T, B, F), zeros at padded steps."""
+        """(N, F) packed rows -> (T, B, F), zeros at padded steps; a new array is
+        lent by the scratch pool (it goes to the caller)."""
         if self.index is None:
             return rows.reshape(self.T, self.B, rows.shape[1])
-        out = np.zeros((self.T * self.B, rows.shape[1]), rows.dtype)
+        out = POOL.lend((self.T * self.B, rows.shape[1]), rows.dtype)
+        out.fill(0)
         out[self.index] = rows
         return out.reshape(self.T, self.B, rows.shape[1])
 
-    def new_rows(self, features):
-        """Rows for a kernel to fill (every one of them), from the scratch pool: see
-        recycle()."""
+    def new_rows(self, features, for_caller=False):
+        """Rows for a kernel to fill (every one of them), from the scratch pool: taken
+        (see recycle()), or lent when they will reach the caller as they are."""
+        if for_caller:
+            return POOL.lend((self.n_rows, features), self.dtype)
         return POOL.take(self.n_rows * features, self.dtype).reshape(self.n_rows, features)
 
     def sort_states(self, states):
@@ -142,10 +151,12 @@ class PaddedLayout:
         """Zeros at padded steps, whatever they held (NaN * 0 would still be NaN)."""
         return np.where(self.mask[:, :, None], a, 0).astype(self.dtype, copy=False)
 
+    rows_are_sequence = True
+
     def unpack(self, rows):
         return rows
 
-    def new_rows(self, features):
+    def new_rows(self, features, for_caller=False):
         return np.zeros((self.T, self.B, features), self.dtype)
 
     def sort_states(self, states):

@@ -8,6 +8,7 @@ import numpy as np
 
 from fastrnn import persistence
 from fastrnn._backends import BACKENDS, recycle
+from fastrnn._scratch import POOL
 
 __all__ = ["RNN", "LSTM", "GRU", "RNNBase"]
 
@@ -284,8 +285,9 @@ class RNNBase:
         c_n = np.empty((K, B, self.hidden_size), self.dtype) if c0 is not None else None
         inp = layout.x
         caches, masks = [], []
+        handed_over = self._rows_handed_over(layout, batched)
         for k in range(self.num_layers):
-            y = layout.new_rows(D * P)
+            y = layout.new_rows(D * P, for_caller=handed_over and k == self.num_layers - 1)
             jobs = [functools.partial(
                 backend.forward, self, layout, inp, self._weights(k, d), h0s[k * D + d],
                 None if c0s is None else c0s[k * D + d], y, d * P, bool(d) != self.reverse,
@@ -327,17 +329,23 @@ class RNNBase:
             mask = keep.astype(self.dtype) / self.dtype.type(1 - p)
         return layout.pack(mask)
 
+    def _rows_handed_over(self, layout, batched):
+        """Whether _to_user_sequence(layout.unpack(rows)) is a view of the rows."""
+        return layout.rows_are_sequence and not (batched and self.batch_first)
+
     def _to_user_sequence(self, seq, batched):
         """(T, B, F) -> the caller's layout.
 
         ``seq`` is always a fresh array that no cache refers to (the last layer's
         output, or the first layer's input gradient), so views of it are handed
-        over without a copy.
+        over without a copy; a batch-first copy is lent by the scratch pool.
         """
         if not batched:
             return seq[:, 0]
         if self.batch_first:
-            return np.ascontiguousarray(seq.transpose(1, 0, 2))
+            out = POOL.lend((seq.shape[1], seq.shape[0], seq.shape[2]), seq.dtype)
+            np.copyto(out, seq.transpose(1, 0, 2))
+            return out
         return seq
 
     def _to_user_state(self, state, batched):
@@ -377,6 +385,7 @@ class RNNBase:
         dhn = layout.sort_states(dhn)
         dcn = None if dcn is None else layout.sort_states(dcn)
         K = self.num_layers * D
+        handed_over = self._rows_handed_over(layout, batched)
         dh0 = np.empty((K, layout.B, P), self.dtype)
         dc0 = np.empty((K, layout.B, self.hidden_size), self.dtype) \
             if self.mode == "lstm" else None
@@ -387,7 +396,8 @@ class RNNBase:
             in_size = self.input_size if k == 0 else D * P
             # Each direction writes its own input gradient, summed after: the two
             # may run at the same time.
-            d_ins = [layout.new_rows(in_size) for _ in range(D)]
+            d_ins = [layout.new_rows(in_size, for_caller=k == 0 and d == 0 and handed_over)
+                     for d in range(D)]
             jobs = [functools.partial(
                 backend.backward, self, layout, cache.caches[k * D + d], d_out, d * P,
                 dhn[k * D + d], None if dcn is None else dcn[k * D + d], d_ins[d], False)

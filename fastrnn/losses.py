@@ -9,6 +9,7 @@ elements in the mean: padded steps of a sequence output.
 import numpy as np
 
 from fastrnn._config import get_num_threads
+from fastrnn._scratch import POOL
 from fastrnn._train_ops import softmax_cross_entropy
 
 __all__ = ["cross_entropy", "mse"]
@@ -67,7 +68,7 @@ def cross_entropy(logits, labels, mask=None):
     if z.dtype not in (np.float32, np.float64):
         z = z.astype(np.float64)
     rows = np.ascontiguousarray(z.reshape(-1, classes))
-    grad = np.empty_like(rows)
+    grad = POOL.lend(rows.shape, rows.dtype)
     keep = None if mask is None else np.ascontiguousarray(mask.reshape(-1)).view(np.uint8)
     threads = get_num_threads() if rows.size >= _PARALLEL_ELEMENTS else 1
     total = softmax_cross_entropy(rows, np.ascontiguousarray(y.reshape(-1), dtype=np.intp),

@@ -18,6 +18,7 @@ from fastrnn import persistence
 from fastrnn._train_ops import scatter_add
 from fastrnn._layers import (GRU, LSTM, RNN, RNNBase, _check_size, _layer_dtype,
                              as_real_array, owned)
+from fastrnn._scratch import POOL
 from fastrnn.kernels.blas import gemm_memview
 
 __all__ = ["Embedding", "Dense", "FinalState", "Dropout", "Sequential"]
@@ -169,7 +170,10 @@ class Embedding(_Parameters):
         return self._forward(ids, training=True)
 
     def _forward(self, ids, training):
-        out = self._params["weight"][ids]
+        weight = self._params["weight"]
+        # as_tokens checked the ids: "clip" only spares take() a buffered copy.
+        out = np.take(weight, ids, axis=0, mode="clip",
+                      out=POOL.lend(ids.shape + weight.shape[1:], self.dtype))
         cache = BlockCache(self, ids=ids, out_shape=out.shape) if training else None
         return out, cache
 
@@ -233,7 +237,8 @@ def _activation_backward(name, out, dout):
 
 
 def _gemm(a, b, *, trans_a=False, trans_b=False, c=None):
-    """C := op(A) op(B) + C (C zero when not given), on 2-D arrays of one dtype.
+    """C := op(A) op(B) + C (C zero when not given, then lent by the scratch pool), on
+    2-D arrays of one dtype.
 
     Runs on fastrnn's own BLAS held to one thread per thread of fastrnn's OpenMP
     team, not on NumPy's: an idle OpenBLAS worker spins for a while after each
@@ -246,7 +251,7 @@ def _gemm(a, b, *, trans_a=False, trans_b=False, c=None):
     n = b.shape[0] if trans_b else b.shape[1]
     beta = 1.0
     if c is None:
-        c, beta = np.empty((m, n), a.dtype), 0.0
+        c, beta = POOL.lend((m, n), a.dtype), 0.0
     threads = get_num_threads() if m * n * (a.shape[0] if trans_a else a.shape[1]) \
         >= _PARALLEL_GEMM_MACS else 1
     with blas_guard.single_threaded():
@@ -314,7 +319,7 @@ class Dense(_Parameters):
     def _forward(self, x, training, logits=False):
         # One GEMM over all leading axes, the bias preloaded into C.
         rows = x.reshape(-1, self.in_features)
-        z = np.empty((rows.shape[0], self.out_features), self.dtype)
+        z = POOL.lend((rows.shape[0], self.out_features), self.dtype)
         if self.bias:
             z[...] = self._params["bias"]
             _gemm(rows, self._params["weight"], trans_b=True, c=z)
