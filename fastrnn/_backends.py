@@ -301,7 +301,9 @@ class CompiledBackend:
         nt = kernel_threads(B, G, H, I, threads)
         args = (T, B, I, H, layout.batch_sizes, cache["reverse"])
         dh0 = np.empty((B, P), dt)
-        dw_ih, dw_hh = np.empty((G * H, I), dt), np.empty((G * H, P), dt)
+        # The weight gradients go to the caller: lent (a fresh multi-megabyte array
+        # each call would fault in every page).
+        dw_ih, dw_hh = POOL.lend((G * H, I), dt), POOL.lend((G * H, P), dt)
         grads = dict(w_ih=dw_ih, w_hh=dw_hh)
         ldy = dy.shape[1]
         common_in = (cache["x"], cache["w_ih"], cache["w_hh"])
@@ -309,7 +311,7 @@ class CompiledBackend:
             if mode == "lstm":
                 dc0 = np.empty((B, H), dt)
                 db = np.empty(G * H, dt) if cache["has_bias"] else _EMPTY[dt]
-                dw_hr = np.empty((P, H), dt) if P != H else _EMPTY[dt]
+                dw_hr = POOL.lend((P, H), dt) if P != H else _EMPTY[dt]
                 _lstm.backward(T, B, I, H, P, layout.batch_sizes, cache["reverse"],
                                *common_in, cache["w_hr"], cache["gates"], cache["cs"],
                                cache["c_prevs"], cache["h_prevs"], cache["rs"], dy, col,

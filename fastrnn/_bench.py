@@ -36,15 +36,21 @@ def _flops(cell, mode, T, B, I, H):
 
 
 # Pause before each timed block, long enough for other runtimes' spinning workers
-# to go to sleep (libgomp spins ~0.3 ms, onnxruntime's pool a few ms).
+# to go to sleep (libgomp spins ~0.3 ms) ...
 SETTLE_S = 0.02
+# ... and after onnxruntime's: its pool's worker kept a core busy for 50-80 ms
+# after a run (its CPU time read from /proc, 2 threads); a block of fastrnn
+# started 20 ms after one ran LSTM(128) at batch 1 in 0.67-0.97 ms, against
+# 0.39 ms 100 ms after, and 0.39 ms with no onnxruntime in the process.
+SETTLE_AFTER_SPINNER_S = 0.12
 # Configurations of fewer floating-point operations get twice the timed blocks.
 SHORT_FLOPS = 1e9
 
 
-def time_calls(fn, min_time):
-    """Seconds per call of ``fn``, over enough calls to last ``min_time``."""
-    time.sleep(SETTLE_S)
+def time_calls(fn, min_time, settle=SETTLE_S):
+    """Seconds per call of ``fn``, over enough calls to last ``min_time``, after
+    ``settle`` seconds of sleep."""
+    time.sleep(settle)
     fn()
     n, start = 0, time.perf_counter()
     while True:
@@ -214,9 +220,12 @@ def run(grid, threads=None, min_time=0.05, repeats=3, reference_max_flops=2e9,
         times = {name: [] for name in fns}
         # Short calls are the most exposed to a neighbour's burst, and cheap to repeat.
         n_blocks = 2 * repeats if _flops(cell, mode, T, B, I, H) < SHORT_FLOPS else repeats
+        # onnxruntime's prepare() ran it once, to check its outputs.
+        settle = SETTLE_AFTER_SPINNER_S if "onnxruntime" in fns else SETTLE_S
         for _ in range(n_blocks):                     # interleaved repetitions
             for name, fn in fns.items():
-                times[name].append(time_calls(fn, min_time))
+                times[name].append(time_calls(fn, min_time, settle))
+                settle = SETTLE_AFTER_SPINNER_S if name == "onnxruntime" else SETTLE_S
         # The best block of each: on a shared machine, interference only ever adds time.
         best = {name: float(np.min(v)) for name, v in times.items()}
         tracemalloc.start()
