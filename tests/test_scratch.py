@@ -96,3 +96,79 @@ def test_inputs_are_never_pooled(rng):
         for _ in range(3):
             layer(rng.standard_normal((30, 8, 64)).astype(np.float32))
         np.testing.assert_array_equal(data, before)
+
+
+def test_lent_buffer_comes_back_only_once_unreferenced():
+    pool = BufferPool()
+    a = pool.lend((4, N // 4), np.float32)
+    address = a.base.ctypes.data          # not the buffer itself: that would hold it
+    assert a.shape == (4, N // 4) and a.flags.c_contiguous
+    b = pool.lend((4, N // 4), np.float32)
+    assert not np.shares_memory(a, b)                    # a is still held
+    view = a[1:, ::2]
+    del a
+    c = pool.lend((4, N // 4), np.float32)
+    assert not np.shares_memory(c, view)                 # a view keeps its buffer held
+    del view, c
+    again = pool.lend((N,), np.float32)                  # same size class, any shape
+    assert again.base.ctypes.data == address
+    assert not np.shares_memory(again, b)
+
+
+def test_lent_buffer_held_by_other_owners_is_not_reused():
+    """Whatever keeps a reference to the array keeps its buffer: a memoryview, an
+    array built on its buffer, a torch tensor sharing its memory."""
+    torch = pytest.importorskip("torch")
+    pool = BufferPool()
+    holders = []
+    for wrap in (memoryview, lambda a: np.frombuffer(a, np.float32), torch.from_numpy):
+        a = pool.lend((N,), np.float32)
+        a[:] = 7
+        holders.append(wrap(a))
+        del a
+        fresh = pool.lend((N,), np.float32)
+        fresh[:] = -1
+        held = np.asarray(holders[-1].numpy() if hasattr(holders[-1], "numpy")
+                          else holders[-1])
+        assert np.all(held == 7)
+        del fresh
+
+
+def test_small_lent_arrays_are_plain_and_pool_is_bounded():
+    pool = BufferPool(max_bytes=3 * MIN_POOLED_BYTES)
+    small = pool.lend((8,), np.float32)
+    assert small.base is None
+    kept = [pool.lend((N,), np.float32) for _ in range(5)]   # all held: all stay valid
+    assert len({k.base.ctypes.data for k in kept}) == 5
+    del kept
+    pool.lend((N,), np.float32)                          # a free one serves it
+    assert pool._lent_bytes == 5 * MIN_POOLED_BYTES
+    pool.lend((2 * N,), np.float32)       # a new buffer, over the bound: free ones go
+    assert pool._lent_bytes <= 3 * MIN_POOLED_BYTES
+
+
+def test_lent_buffers_never_enter_the_free_pool():
+    pool = BufferPool()
+    a = pool.lend((N,), np.float32)
+    pool.give(a.base)                                    # as recycle() might, by mistake
+    assert pool.pooled_bytes == 0
+    assert not np.shares_memory(pool.take(N, np.float32), a)
+
+
+def test_training_loop_outputs_stay_intact_while_held(rng):
+    """A Sequential's outputs, logits, gradients and the loss gradient are lent: kept
+    ones must not change while later batches run."""
+    model = fastrnn.Sequential([fastrnn.Embedding(50, 16, seed=0),
+                                fastrnn.LSTM(16, 64, batch_first=True, seed=1),
+                                fastrnn.Dense(64, 50, seed=2)])
+    tokens = rng.integers(0, 50, (16, 40))
+    out, cache = model.forward_train(tokens, logits=True)
+    _, d_out = fastrnn.losses.cross_entropy(out, tokens)
+    _, grads = model.backward(cache, d_out)
+    kept = [a.copy() for a in (out, d_out, *grads.values())]
+    for _ in range(3):
+        o2, c2 = model.forward_train(rng.integers(0, 50, (16, 40)), logits=True)
+        model.backward(c2, fastrnn.losses.cross_entropy(o2, tokens)[1])
+        model(tokens)
+    for before, after in zip(kept, (out, d_out, *grads.values())):
+        np.testing.assert_array_equal(before, after)
