@@ -9,6 +9,7 @@ from fastrnn import reference
 from fastrnn.persistence import load
 from fastrnn.models import Dense, Dropout, Embedding, FinalState, Sequential
 from fastrnn.training import fit
+from fastrnn._scratch import release_memory
 
 
 def get_include():
@@ -21,4 +22,5 @@ def get_include():
 
 __all__ = ["RNN", "LSTM", "GRU", "from_torch", "from_keras", "from_onnx", "set_num_threads", "get_num_threads",
            "show_config", "thread_limit", "reference", "get_include", "__version__",
-           "Embedding", "Dense", "FinalState", "Dropout", "Sequential", "fit", "losses", "optim"]
+           "Embedding", "Dense", "FinalState", "Dropout", "Sequential", "fit", "losses", "optim",
+           "release_memory"]

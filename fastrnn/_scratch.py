@@ -163,13 +163,20 @@ class BufferPool:
                     del self._free[key]
 
     def clear(self):
-        """Forget every pooled and lent buffer (those still in use stay valid)."""
+        """Forget every pooled and lent buffer (those still in use stay valid); returns
+        the bytes of the buffers that nothing else held, which go back to the allocator."""
         with self._lock:
+            idle = self._bytes
+            for stack in self._lent.values():
+                for held in stack:
+                    if sys.getrefcount(held) == _UNREFERENCED:
+                        idle += held.nbytes
             self._free.clear()
             self._bytes = 0
             self._lent.clear()
             self._lent_ids.clear()
             self._lent_bytes = 0
+        return idle
 
     @property
     def pooled_bytes(self):
@@ -177,3 +184,10 @@ class BufferPool:
 
 
 POOL = BufferPool()
+
+
+def release_memory():
+    """Hand the buffers fastrnn keeps for reuse (kernel workspaces, training caches,
+    arrays it lent you and you dropped; at most MAX_POOLED_BYTES) back to the
+    allocator.  Arrays still held stay valid.  Returns the bytes released."""
+    return POOL.clear()

@@ -172,3 +172,16 @@ def test_training_loop_outputs_stay_intact_while_held(rng):
         model(tokens)
     for before, after in zip(kept, (out, d_out, *grads.values())):
         np.testing.assert_array_equal(before, after)
+
+
+def test_release_memory_returns_idle_buffers_and_keeps_held_arrays(rng):
+    layer = fastrnn.LSTM(64, 64, batch_first=True, seed=0)
+    x = rng.standard_normal((8, 300, 64)).astype(np.float32)
+    kept, _ = layer(x)                                   # lent, held
+    expected = kept.copy()
+    layer(x)                                             # lent, dropped at once
+    released = fastrnn.release_memory()
+    assert released >= kept.nbytes                       # at least the dropped output
+    assert fastrnn.release_memory() == 0                 # nothing idle left
+    layer(2 * x)
+    np.testing.assert_array_equal(kept, expected)        # the held one was not reused
