@@ -122,7 +122,7 @@ cdef void _forward_body(
                 for b in range(bs):
                     gru_n_row(xp_row + b * G, hn_scratch + b * H, b_hn, h_cur + b * H,
                               h_next + b * H, H, j0, j1, training)
-            publish_step(h_next, h_cur, H, bs, finish, j0, j1, y + row * ldy, ldy,
+            publish_step(h_next, h_cur, H, H, bs, finish, j0, j1, y + row * ldy, ldy,
                          h_prevs + row * H if training else NULL, h_n)
             if up:
                 off += bs

@@ -82,7 +82,7 @@ cdef void _forward_body(
             finish = rows_finishing_from(T, B, batch_sizes, t, up, bs)
             for b in range(bs):
                 rnn_row(xp_row + b * H, h_next + b * H, j0, j1, activation, training)
-            publish_step(h_next, h_cur, H, bs, finish, j0, j1, y + row * ldy, ldy,
+            publish_step(h_next, h_cur, H, H, bs, finish, j0, j1, y + row * ldy, ldy,
                          h_prevs + row * H if training else NULL, h_n)
             if up:
                 off += bs

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import (CELLS, DTYPES, assert_close, cell_params, random_hx,
+import fastrnn
+from conftest import (CELL_BY_NAME, CELLS, DTYPES, assert_close, cell_params, random_hx,
                       random_lengths, random_like_outputs, train_step)
 
 
@@ -118,6 +119,23 @@ def test_long_sequence(cell, dtype, rng):
     compare(cell, dtype, rng, T=120, B=6, I=4, H=5, bidirectional=True)
     compare(cell, dtype, rng, T=120, B=6, I=4, H=5, bidirectional=True,
             lengths=random_lengths(rng, 6, 120))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("B, I, H", [(16, 5, 12), (21, 1, 17), (33, 40, 8)])
+def test_lstm_stacked_input_projection(B, I, H, dtype, rng):
+    """Batches of 16 rows and more project each step's inputs inside its recurrent
+    GEMM (rows [x_t, h_{t-1}]); a reverse walk, lengths and a second layer whose
+    input is the first's output all go through it."""
+    from fastrnn.kernels import lstm as kernel
+    itemsize = np.dtype(dtype).itemsize
+    assert kernel.stacks_input(B, I, H, H, fastrnn.get_num_threads(), itemsize)
+    assert not kernel.stacks_input(B, I, H, H // 2 + 1, 2, itemsize), "projection"
+    assert not kernel.stacks_input(12, I, H, H, 2, itemsize), "small batch"
+    lstm = CELL_BY_NAME["lstm"]
+    compare(lstm, dtype, rng, T=9, B=B, I=I, H=H, num_layers=2, bidirectional=True,
+            lengths=random_lengths(rng, B, 9), with_hx=True)
+    compare(lstm, dtype, rng, T=4, B=B, I=I, H=H, batch_first=True)
 
 
 @pytest.mark.parametrize("cell", cell_params())

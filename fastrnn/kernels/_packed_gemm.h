@@ -176,32 +176,50 @@ static void fastrnn_pack_rows8_f64(const double* src, ptrdiff_t ld, ptrdiff_t K,
 }
 
 #define FASTRNN_DEFINE_PACKED_GEMM(SUF, T, V, MR_MAX)                                  \
-/* B(k, col) = w[k * rs_k + col * cs_n]: rs_k = 1, cs_n = ldw for C += A . W^T        \
-   (W row-major, one row per output column), rs_k = ldw, cs_n = 1 for C += A . W. */   \
-static void fastrnn_pack_##SUF(const T* w, ptrdiff_t rs_k, ptrdiff_t cs_n, ptrdiff_t K, \
-                               ptrdiff_t n_gates, ptrdiff_t H, ptrdiff_t j0,           \
-                               ptrdiff_t j1, T* packed) {                              \
-    T* dst = packed + n_gates * j0 * K;                                                \
+/* Depths [k0, k0 + Kw) of the groups of depth K: B(k0 + k, col) = w[k * rs_k +        \
+   col * cs_n] for k < Kw, rs_k = 1, cs_n = ldw for C += A . W^T (W row-major, one    \
+   row per output column), rs_k = ldw, cs_n = 1 for C += A . W. */                    \
+static void fastrnn_pack_part_##SUF(const T* w, ptrdiff_t rs_k, ptrdiff_t cs_n,       \
+        ptrdiff_t Kw, ptrdiff_t k0, ptrdiff_t K, ptrdiff_t n_gates, ptrdiff_t H,       \
+        ptrdiff_t j0, ptrdiff_t j1, T* packed) {                                       \
+    T* dst = packed + n_gates * j0 * K + k0 * FASTRNN_GROUP;                           \
     for (ptrdiff_t g = 0; g < n_gates; g++) {                                          \
         for (ptrdiff_t u = j0; u < j1; u += FASTRNN_GROUP) {                           \
             ptrdiff_t width = j1 - u < FASTRNN_GROUP ? j1 - u : FASTRNN_GROUP;         \
             const T* src = w + (g * H + u) * cs_n;                                     \
             if (width < FASTRNN_GROUP)                                                 \
-                memset(dst, 0, (size_t)K * FASTRNN_GROUP * sizeof(T));                 \
+                memset(dst, 0, (size_t)Kw * FASTRNN_GROUP * sizeof(T));                \
             if (cs_n != 1 && rs_k == 1 && width == FASTRNN_GROUP) {                    \
-                fastrnn_pack_rows8_##SUF(src, cs_n, K, dst);                           \
+                fastrnn_pack_rows8_##SUF(src, cs_n, Kw, dst);                          \
             } else if (cs_n == 1) {                                                    \
-                for (ptrdiff_t k = 0; k < K; k++)                                      \
+                for (ptrdiff_t k = 0; k < Kw; k++)                                     \
                     for (ptrdiff_t e = 0; e < width; e++)                              \
                         dst[k * FASTRNN_GROUP + e] = src[k * rs_k + e];                \
             } else {                                                                   \
                 for (ptrdiff_t e = 0; e < width; e++)                                  \
-                    for (ptrdiff_t k = 0; k < K; k++)                                  \
+                    for (ptrdiff_t k = 0; k < Kw; k++)                                 \
                         dst[k * FASTRNN_GROUP + e] = src[e * cs_n + k * rs_k];         \
             }                                                                          \
             dst += K * FASTRNN_GROUP;                                                  \
         }                                                                              \
     }                                                                                  \
+}                                                                                      \
+                                                                                       \
+/* The thread's columns of B, depth K, B(k, col) = w[k * rs_k + col * cs_n]. */        \
+static void fastrnn_pack_##SUF(const T* w, ptrdiff_t rs_k, ptrdiff_t cs_n, ptrdiff_t K, \
+                               ptrdiff_t n_gates, ptrdiff_t H, ptrdiff_t j0,           \
+                               ptrdiff_t j1, T* packed) {                              \
+    fastrnn_pack_part_##SUF(w, rs_k, cs_n, K, 0, K, n_gates, H, j0, j1, packed);       \
+}                                                                                      \
+                                                                                       \
+/* B = [W1 W2]^T, depth K1 + K2: the forward's stacked input and recurrent weights    \
+   (W1 (n_gates*H, K1), W2 (n_gates*H, K2), row-major), for a step GEMM whose A rows  \
+   are [x_t, h_{t-1}]. */                                                             \
+static void fastrnn_pack_stacked_##SUF(const T* w1, ptrdiff_t K1, const T* w2,        \
+        ptrdiff_t K2, ptrdiff_t n_gates, ptrdiff_t H, ptrdiff_t j0, ptrdiff_t j1,       \
+        T* packed) {                                                                   \
+    fastrnn_pack_part_##SUF(w1, 1, K1, K1, 0, K1 + K2, n_gates, H, j0, j1, packed);    \
+    fastrnn_pack_part_##SUF(w2, 1, K2, K2, K1, K1 + K2, n_gates, H, j0, j1, packed);   \
 }                                                                                      \
                                                                                        \
 /* C[m, col] (+)= sum_k A[m, k] B(k, col) for m < M and this thread's column set,    \

@@ -153,6 +153,12 @@ cdef extern from "fastrnn/kernels/_packed_gemm.h":
     void fastrnn_pack_f64(const double* w, Py_ssize_t rs_k, Py_ssize_t cs_n, Py_ssize_t K,
                           Py_ssize_t n_gates, Py_ssize_t H, Py_ssize_t j0, Py_ssize_t j1,
                           double* packed) noexcept nogil
+    void fastrnn_pack_stacked_f32(const float* w1, Py_ssize_t K1, const float* w2,
+                                  Py_ssize_t K2, Py_ssize_t n_gates, Py_ssize_t H,
+                                  Py_ssize_t j0, Py_ssize_t j1, float* packed) noexcept nogil
+    void fastrnn_pack_stacked_f64(const double* w1, Py_ssize_t K1, const double* w2,
+                                  Py_ssize_t K2, Py_ssize_t n_gates, Py_ssize_t H,
+                                  Py_ssize_t j0, Py_ssize_t j1, double* packed) noexcept nogil
     void fastrnn_packed_gemm_f32(Py_ssize_t M, Py_ssize_t K, const float* a, Py_ssize_t lda,
                                  const float* packed, Py_ssize_t n_gates, Py_ssize_t H,
                                  Py_ssize_t j0, Py_ssize_t j1, float* c, Py_ssize_t ldc,
@@ -425,23 +431,23 @@ cdef inline void weight_grad(Py_ssize_t n_rows, Py_ssize_t m, Py_ssize_t k,
 
 
 cdef inline void publish_step(const floating* h_new, const floating* h_old, Py_ssize_t ld,
-                              Py_ssize_t bs, Py_ssize_t finish, Py_ssize_t lo, Py_ssize_t hi,
-                              floating* y, Py_ssize_t ldy, floating* h_prevs,
-                              floating* h_n) noexcept nogil:
-    """Hand a step's new states out, rows b < bs, units [lo, hi) (states have row
-    stride ``ld``; ``y`` and ``h_prevs`` point at the step's first packed row):
-    y[b] = h_new[b]; h_prevs[b] = h_old[b] when training (h_prevs not NULL);
-    rows b >= finish end their sequence here: h_n[b] = h_new[b]."""
+                              Py_ssize_t ld_out, Py_ssize_t bs, Py_ssize_t finish,
+                              Py_ssize_t lo, Py_ssize_t hi, floating* y, Py_ssize_t ldy,
+                              floating* h_prevs, floating* h_n) noexcept nogil:
+    """Hand a step's new states out, rows b < bs, units [lo, hi) (the states have row
+    stride ``ld``, h_prevs and h_n ``ld_out``; ``y`` and ``h_prevs`` point at the
+    step's first packed row): y[b] = h_new[b]; h_prevs[b] = h_old[b] when training
+    (h_prevs not NULL); rows b >= finish end their sequence here: h_n[b] = h_new[b]."""
     cdef Py_ssize_t b, j
     for b in range(bs):
         for j in range(lo, hi):
             y[b * ldy + j] = h_new[b * ld + j]
         if h_prevs != NULL:
             for j in range(lo, hi):
-                h_prevs[b * ld + j] = h_old[b * ld + j]
+                h_prevs[b * ld_out + j] = h_old[b * ld + j]
         if b >= finish:
             for j in range(lo, hi):
-                h_n[b * ld + j] = h_new[b * ld + j]
+                h_n[b * ld_out + j] = h_new[b * ld + j]
 
 
 cdef inline Py_ssize_t chunk_first_row(Py_ssize_t T, Py_ssize_t B,
@@ -492,6 +498,19 @@ cdef inline void pack_weights(const floating* w, bint by_rows, Py_ssize_t K,
             fastrnn_pack_f64(w, 1, K, K, n_gates, H, j0, j1, packed)
         else:
             fastrnn_pack_f64(w, n_gates * H, 1, K, n_gates, H, j0, j1, packed)
+
+
+cdef inline void pack_stacked(const floating* w_ih, Py_ssize_t I, const floating* w_hh,
+                              Py_ssize_t K, Py_ssize_t n_gates, Py_ssize_t H, Py_ssize_t j0,
+                              Py_ssize_t j1, floating* packed) noexcept nogil:
+    """Pack this thread's columns of [W_ih W_hh]^T, depth I + K, for a step_gemm
+    whose A rows are [x_t, h_{t-1}] (no-op when ``packed`` is NULL)."""
+    if packed == NULL:
+        return
+    if floating is float:
+        fastrnn_pack_stacked_f32(w_ih, I, w_hh, K, n_gates, H, j0, j1, packed)
+    else:
+        fastrnn_pack_stacked_f64(w_ih, I, w_hh, K, n_gates, H, j0, j1, packed)
 
 
 cdef inline void step_gemm(Py_ssize_t m, Py_ssize_t K, const floating* a, Py_ssize_t lda,
