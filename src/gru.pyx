@@ -19,14 +19,14 @@ from cython cimport floating
 from cython.parallel cimport parallel
 from libc.stdlib cimport free
 
-from fastrnn.kernels.blas cimport gemm
 from fastrnn.kernels.common cimport (
     omp_get_thread_num, omp_get_num_threads, fastrnn_team_barrier, fastrnn_team_sync,
-    fastrnn_flush_denormals, fastrnn_restore_fp_mode, split_units, split_rows, sigmoid,
+    fastrnn_flush_denormals, fastrnn_restore_fp_mode, split_units, sigmoid,
     tanh_, total_rows, active_rows, rows_finishing_from, fill_bias, column_sums,
     copy_block, chunk_steps, chunk_first_row, publish_step, gru_row, gru_rz_row,
     gru_n_row, gru_grad_row, gru_rh_grad_row, gates_gemm, weight_grad,
-    fastrnn_packed_size, alloc_packed, pack_weights, step_gemm)
+    fastrnn_packed_size, alloc_packed, pack_weights, step_gemm, input_grad,
+    input_grad_packed_size)
 
 
 cdef Py_ssize_t gru_workspace_size(Py_ssize_t T, Py_ssize_t B, Py_ssize_t H,
@@ -174,7 +174,7 @@ cdef void _backward_body(
         fastrnn_team_sync* sync) noexcept nogil:
     cdef bint up = reverse
     cdef Py_ssize_t G = 3 * H
-    cdef Py_ssize_t j0, j1, hk, g, s, t, b, j, bs, row, r0, r1, k
+    cdef Py_ssize_t j0, j1, hk, i0, i1, g, s, t, b, j, bs, row, k
     cdef Py_ssize_t n_rows = total_rows(T, B, batch_sizes)
     cdef Py_ssize_t off = 0 if up else n_rows
     cdef floating* d_row
@@ -182,6 +182,8 @@ cdef void _backward_body(
     # Packed W_hr and W_hz stacked (2H, H) and W_hn (H, H), by the thread's units.
     cdef floating* packed_rz = packed
     cdef floating* packed_n = packed + fastrnn_packed_size(1, H, 2 * H) if packed != NULL else NULL
+    cdef floating* packed_ih = (packed + fastrnn_packed_size(1, H, 3 * H)
+                                if packed != NULL and input_grad_packed_size(I, G) else NULL)
 
     cdef unsigned int fp_mode = fastrnn_flush_denormals()
     cdef int sense = 0
@@ -189,6 +191,8 @@ cdef void _backward_body(
     hk = j1 - j0
     pack_weights(w_hh, False, 2 * H, 1, H, j0, j1, packed_rz)
     pack_weights(w_hh + 2 * H * H, False, H, 1, H, j0, j1, packed_n)
+    split_units(I, tid, nt, &i0, &i1)
+    pack_weights(w_ih, False, G, 1, I, i0, i1, packed_ih)
     copy_block(dh0, H, dh_n, H, B, j0, j1)
     for g in range(3):
         if db_ih != NULL:
@@ -240,9 +244,7 @@ cdef void _backward_body(
         weight_grad(n_rows, H, H, hns, H, h_prevs, H, dw_hh + 2 * H * H, H, tid, nt)
     else:
         weight_grad(n_rows, H, H, gates + 2 * H, G, hns, H, dw_hh + 2 * H * H, H, tid, nt)
-    split_rows(n_rows, tid, nt, &r0, &r1)
-    gemm(False, False, r1 - r0, I, G, <floating>1, gates + r0 * G, G, w_ih, I,
-         <floating>1 if accumulate_dx else <floating>0, dx + r0 * I, I)
+    input_grad(n_rows, I, G, gates, w_ih, packed_ih, dx, accumulate_dx, tid, nt)
     fastrnn_restore_fp_mode(fp_mode)
 
 
@@ -267,7 +269,8 @@ cdef void gru_backward(
     sync.count = 0
     sync.sense = 0
     cdef floating* packed = alloc_packed(x, total_rows(T, B, batch_sizes),
-                                         fastrnn_packed_size(1, H, 3 * H))
+                                         fastrnn_packed_size(1, H, 3 * H)
+                                         + input_grad_packed_size(I, 3 * H))
     if num_threads <= 1:
         _backward_body(T, B, I, H, batch_sizes, reverse, reset_after, x, w_ih, w_hh, gates,
                        hns, h_prevs, dy, ldy, dh_n, dx, accumulate_dx, dh0, dw_ih, dw_hh,

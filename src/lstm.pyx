@@ -32,14 +32,13 @@ from cython cimport floating
 from cython.parallel cimport parallel
 from libc.stdlib cimport free
 
-from fastrnn.kernels.blas cimport gemm
 from fastrnn.kernels.common cimport (
     omp_get_thread_num, omp_get_num_threads, fastrnn_team_barrier, fastrnn_team_sync,
-    fastrnn_flush_denormals, fastrnn_restore_fp_mode, split_units, split_rows, sigmoid,
+    fastrnn_flush_denormals, fastrnn_restore_fp_mode, split_units, sigmoid,
     tanh_, total_rows, active_rows, rows_finishing_from, fill_bias, column_sums,
     copy_block, chunk_steps, chunk_first_row, publish_step, lstm_row, lstm_grad_row,
     gates_gemm, weight_grad, fastrnn_packed_size, alloc_packed, pack_weights, pack_stacked,
-    step_gemm)
+    step_gemm, input_grad, input_grad_packed_size)
 
 
 cdef Py_ssize_t lstm_workspace_size(Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, Py_ssize_t P,
@@ -255,7 +254,7 @@ cdef void _backward_body(
     cdef bint up = reverse
     cdef bint proj = w_hr != NULL
     cdef Py_ssize_t G = 4 * H
-    cdef Py_ssize_t j0, j1, hk, p0, p1, pk, g, s, t, b, j, bs, row, r0, r1, k
+    cdef Py_ssize_t j0, j1, hk, p0, p1, pk, g, s, t, b, j, bs, row, k
     cdef Py_ssize_t n_rows = total_rows(T, B, batch_sizes)
     cdef Py_ssize_t off = 0 if up else n_rows
     cdef floating* d_row
@@ -266,6 +265,10 @@ cdef void _backward_body(
     cdef floating* packed_hh = packed
     cdef floating* packed_hr = (packed + fastrnn_packed_size(1, P, G)
                                 if packed != NULL and proj else NULL)
+    cdef floating* packed_ih = (packed + fastrnn_packed_size(1, P, G)
+                                + (fastrnn_packed_size(1, H, P) if proj else 0)
+                                if packed != NULL and input_grad_packed_size(I, G) else NULL)
+    cdef Py_ssize_t i0, i1
 
     cdef unsigned int fp_mode = fastrnn_flush_denormals()
     cdef int sense = 0
@@ -275,6 +278,8 @@ cdef void _backward_body(
     pk = p1 - p0
     pack_weights(w_hh, False, G, 1, P, p0, p1, packed_hh)
     pack_weights(w_hr, False, P, 1, H, j0, j1, packed_hr)
+    split_units(I, tid, nt, &i0, &i1)
+    pack_weights(w_ih, False, G, 1, I, i0, i1, packed_ih)
     # dh0 and dc0 carry the running state gradients; they end as the answers.
     copy_block(dh0, P, dh_n, P, B, p0, p1)
     copy_block(dc0, H, dc_n, H, B, j0, j1)
@@ -321,10 +326,7 @@ cdef void _backward_body(
     weight_grad(n_rows, G, P, gates, G, h_prevs, P, dw_hh, P, tid, nt)
     if proj:
         weight_grad(n_rows, P, H, dh_all, P, rs, H, dw_hr, H, tid, nt)
-    # dx = d_gates . W_ih, split by rows.
-    split_rows(n_rows, tid, nt, &r0, &r1)
-    gemm(False, False, r1 - r0, I, G, <floating>1, gates + r0 * G, G, w_ih, I,
-         <floating>1 if accumulate_dx else <floating>0, dx + r0 * I, I)
+    input_grad(n_rows, I, G, gates, w_ih, packed_ih, dx, accumulate_dx, tid, nt)
     fastrnn_restore_fp_mode(fp_mode)
 
 
@@ -352,7 +354,8 @@ cdef void lstm_backward(
     sync.sense = 0
     cdef floating* packed = alloc_packed(
         x, total_rows(T, B, batch_sizes),
-        fastrnn_packed_size(1, P, 4 * H) + (fastrnn_packed_size(1, H, P) if P != H else 0))
+        fastrnn_packed_size(1, P, 4 * H) + (fastrnn_packed_size(1, H, P) if P != H else 0)
+        + input_grad_packed_size(I, 4 * H))
     if num_threads <= 1:
         _backward_body(T, B, I, H, P, batch_sizes, reverse, x, w_ih, w_hh, w_hr, gates, cs,
                        c_prevs, h_prevs, rs, dy, ldy, dh_n, dc_n, dx, accumulate_dx, dh0,

@@ -16,10 +16,11 @@ from libc.stdlib cimport free
 from fastrnn.kernels.blas cimport gemm
 from fastrnn.kernels.common cimport (
     omp_get_thread_num, omp_get_num_threads, fastrnn_team_barrier, fastrnn_team_sync,
-    fastrnn_flush_denormals, fastrnn_restore_fp_mode, split_units, split_rows, sigmoid,
+    fastrnn_flush_denormals, fastrnn_restore_fp_mode, split_units, sigmoid,
     tanh_, total_rows, active_rows, rows_finishing_from, fill_bias, column_sums,
     copy_block, chunk_steps, chunk_first_row, publish_step, rnn_row, rnn_grad_row,
-    fastrnn_packed_size, alloc_packed, pack_weights, step_gemm, weight_grad)
+    fastrnn_packed_size, alloc_packed, pack_weights, step_gemm, weight_grad, input_grad,
+    input_grad_packed_size)
 
 ACTIVATIONS = {"tanh": ACT_TANH, "relu": ACT_RELU, "sigmoid": ACT_SIGMOID}
 
@@ -131,16 +132,21 @@ cdef void _backward_body(
         floating* dw_ih, floating* dw_hh, floating* db, floating* packed, int tid, int nt,
         fastrnn_team_sync* sync) noexcept nogil:
     cdef bint up = reverse
-    cdef Py_ssize_t j0, j1, hk, s, t, b, j, bs, row, r0, r1
+    cdef Py_ssize_t j0, j1, hk, i0, i1, s, t, b, j, bs, row
     cdef Py_ssize_t n_rows = total_rows(T, B, batch_sizes)
     cdef Py_ssize_t off = 0 if up else n_rows
     cdef floating* d_row
+    # W_hh packed by the thread's units, then W_ih by its inputs (or NULL).
+    cdef floating* packed_ih = (packed + fastrnn_packed_size(1, H, H)
+                                if packed != NULL and input_grad_packed_size(I, H) else NULL)
 
     cdef unsigned int fp_mode = fastrnn_flush_denormals()
     cdef int sense = 0
     split_units(H, tid, nt, &j0, &j1)
     hk = j1 - j0
     pack_weights(w_hh, False, H, 1, H, j0, j1, packed)    # W_hh's columns of the thread's units
+    split_units(I, tid, nt, &i0, &i1)
+    pack_weights(w_ih, False, H, 1, I, i0, i1, packed_ih)
     copy_block(dh0, H, dh_n, H, B, j0, j1)
     if db != NULL:
         column_sums(db, hs, 0, H, j0, j1, False)
@@ -166,9 +172,7 @@ cdef void _backward_body(
 
     weight_grad(n_rows, H, I, hs, H, x, I, dw_ih, I, tid, nt)
     weight_grad(n_rows, H, H, hs, H, h_prevs, H, dw_hh, H, tid, nt)
-    split_rows(n_rows, tid, nt, &r0, &r1)
-    gemm(False, False, r1 - r0, I, H, <floating>1, hs + r0 * H, H, w_ih, I,
-         <floating>1 if accumulate_dx else <floating>0, dx + r0 * I, I)
+    input_grad(n_rows, I, H, hs, w_ih, packed_ih, dx, accumulate_dx, tid, nt)
     fastrnn_restore_fp_mode(fp_mode)
 
 
@@ -191,7 +195,8 @@ cdef void rnn_backward(
     sync.count = 0
     sync.sense = 0
     cdef floating* packed = alloc_packed(x, total_rows(T, B, batch_sizes),
-                                         fastrnn_packed_size(1, H, H))
+                                         fastrnn_packed_size(1, H, H)
+                                         + input_grad_packed_size(I, H))
     if num_threads <= 1:
         _backward_body(T, B, I, H, batch_sizes, reverse, activation, x, w_ih, w_hh, hs,
                        h_prevs, dy, ldy, dh_n, dx, accumulate_dx, dh0, dw_ih, dw_hh, db,
