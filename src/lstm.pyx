@@ -38,7 +38,7 @@ from fastrnn.kernels.common cimport (
     tanh_, total_rows, active_rows, rows_finishing_from, fill_bias, column_sums,
     copy_block, chunk_steps, chunk_first_row, publish_step, lstm_row, lstm_grad_row,
     gates_gemm, weight_grad, fastrnn_packed_size, alloc_packed, pack_weights, pack_stacked,
-    step_gemm, input_grad, input_grad_packed_size)
+    step_gemm, input_grad, input_grad_packed_size, alloc_stacked_grads, stacked_weight_grads)
 
 
 cdef Py_ssize_t lstm_workspace_size(Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, Py_ssize_t P,
@@ -248,7 +248,7 @@ cdef void _backward_body(
         const floating* dy, Py_ssize_t ldy, const floating* dh_n, const floating* dc_n,
         floating* dx, bint accumulate_dx, floating* dh0, floating* dc0,
         floating* dw_ih, floating* dw_hh, floating* db, floating* dw_hr,
-        floating* work, floating* packed, int tid, int nt,
+        floating* work, floating* packed, floating* stacked, int tid, int nt,
         fastrnn_team_sync* sync) noexcept nogil:
     # Backward walks time the other way round from the forward pass.
     cdef bint up = reverse
@@ -322,8 +322,8 @@ cdef void _backward_body(
     fastrnn_team_barrier(sync, nt, &sense)
 
     # Whole-sequence weight gradients (the loop's last barrier made d_gates whole).
-    weight_grad(n_rows, G, I, gates, G, x, I, dw_ih, I, tid, nt)
-    weight_grad(n_rows, G, P, gates, G, h_prevs, P, dw_hh, P, tid, nt)
+    stacked_weight_grads(n_rows, G, gates, G, x, I, h_prevs, P, dw_ih, dw_hh, stacked,
+                         tid, nt, sync, &sense)
     if proj:
         weight_grad(n_rows, P, H, dh_all, P, rs, H, dw_hr, H, tid, nt)
     input_grad(n_rows, I, G, gates, w_ih, packed_ih, dx, accumulate_dx, tid, nt)
@@ -356,17 +356,20 @@ cdef void lstm_backward(
         x, total_rows(T, B, batch_sizes),
         fastrnn_packed_size(1, P, 4 * H) + (fastrnn_packed_size(1, H, P) if P != H else 0)
         + input_grad_packed_size(I, 4 * H))
+    cdef floating* stacked = alloc_stacked_grads(x, total_rows(T, B, batch_sizes), 4 * H,
+                                                 I + P)
     if num_threads <= 1:
         _backward_body(T, B, I, H, P, batch_sizes, reverse, x, w_ih, w_hh, w_hr, gates, cs,
                        c_prevs, h_prevs, rs, dy, ldy, dh_n, dc_n, dx, accumulate_dx, dh0,
-                       dc0, dw_ih, dw_hh, db, dw_hr, work, packed, 0, 1, &sync)
+                       dc0, dw_ih, dw_hh, db, dw_hr, work, packed, stacked, 0, 1, &sync)
     else:
         with parallel(num_threads=num_threads):
             _backward_body(T, B, I, H, P, batch_sizes, reverse, x, w_ih, w_hh, w_hr, gates,
                            cs, c_prevs, h_prevs, rs, dy, ldy, dh_n, dc_n, dx, accumulate_dx,
-                           dh0, dc0, dw_ih, dw_hh, db, dw_hr, work, packed,
+                           dh0, dc0, dw_ih, dw_hh, db, dw_hr, work, packed, stacked,
                            omp_get_thread_num(), omp_get_num_threads(), &sync)
     free(packed)
+    free(stacked)
 
 
 # ----------------------------------------------------------------- Python entry points

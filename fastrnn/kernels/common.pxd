@@ -435,6 +435,48 @@ cdef inline void weight_grad(Py_ssize_t n_rows, Py_ssize_t m, Py_ssize_t k,
              <floating>0, dw + c0, ldw)
 
 
+cdef inline floating* alloc_stacked_grads(const floating* like, Py_ssize_t n_rows,
+                                          Py_ssize_t m, Py_ssize_t k) noexcept nogil:
+    """Scratch for stacked_weight_grads (rows [a1 a2] and the stacked gradient, k
+    columns each), allocated before the team starts and freed after it.  NULL, and
+    the two GEMMs run apart, for short sequences, where gathering the k columns of
+    [a1 a2] copies at least as much as it saves (m <= k, the columns of d: an Elman
+    RNN, m = H, measured even), or if malloc fails."""
+    if n_rows < PACK_MIN_ROWS or m <= k:
+        return NULL
+    return <floating*>malloc((n_rows + m) * k * sizeof(floating))
+
+
+cdef inline void stacked_weight_grads(Py_ssize_t n_rows, Py_ssize_t m, const floating* d,
+                                      Py_ssize_t ldd, const floating* a1, Py_ssize_t k1,
+                                      const floating* a2, Py_ssize_t k2, floating* dw1,
+                                      floating* dw2, floating* scratch, int tid, int nt,
+                                      fastrnn_team_sync* sync, int* sense) noexcept nogil:
+    """dw1 (m, k1) := d[:, :m]^T . a1 and dw2 (m, k2) := d[:, :m]^T . a2 over n_rows
+    rows (a1, a2 row-major, k1 and k2 wide).  With ``scratch`` (alloc_stacked_grads)
+    they are one GEMM, [dw1 dw2] = d^T . [a1 a2], over the rows [a1 a2] gathered
+    there: BLAS copies the big d once rather than once per gradient (measured: see
+    the README's backward).  Every thread calls it; it ends with a barrier."""
+    cdef Py_ssize_t k = k1 + k2, r0, r1
+    cdef floating* rows = scratch
+    cdef floating* dw = scratch + n_rows * k
+    if scratch == NULL:
+        weight_grad(n_rows, m, k1, d, ldd, a1, k1, dw1, k1, tid, nt)
+        weight_grad(n_rows, m, k2, d, ldd, a2, k2, dw2, k2, tid, nt)
+        fastrnn_team_barrier(sync, nt, sense)
+        return
+    split_rows(n_rows, tid, nt, &r0, &r1)
+    copy_block(rows + r0 * k, k, a1 + r0 * k1, k1, r1 - r0, 0, k1)
+    copy_block(rows + r0 * k + k1, k, a2 + r0 * k2, k2, r1 - r0, 0, k2)
+    fastrnn_team_barrier(sync, nt, sense)
+    weight_grad(n_rows, m, k, d, ldd, rows, k, dw, k, tid, nt)
+    fastrnn_team_barrier(sync, nt, sense)
+    split_rows(m, tid, nt, &r0, &r1)
+    copy_block(dw1 + r0 * k1, k1, dw + r0 * k, k, r1 - r0, 0, k1)
+    copy_block(dw2 + r0 * k2, k2, dw + r0 * k + k1, k, r1 - r0, 0, k2)
+    fastrnn_team_barrier(sync, nt, sense)
+
+
 cdef inline void publish_step(const floating* h_new, const floating* h_old, Py_ssize_t ld,
                               Py_ssize_t ld_out, Py_ssize_t bs, Py_ssize_t finish,
                               Py_ssize_t lo, Py_ssize_t hi, floating* y, Py_ssize_t ldy,
