@@ -73,8 +73,9 @@ cdef inline bint stack_input(Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize_
     of x and without a pass over the chunk's gates to lay the biases down first;
     it pays off while a thread's stacked weights stay in its L2 cache and the batch
     fills the micro-kernel's tiles (measured, one process, interleaved: LSTM(32, 128)
-    at batch 32 / T = 64, forward_train + backward 0.95x the time, inference at
-    hidden 128 0.93-0.99x at batch 32-64; neutral at batch 8, 1.0-1.05x in training).
+    at batch 32 / T = 64, forward_train + backward 0.93-0.95x the time, inference at
+    hidden 128 0.93-0.99x at batch 32-64; at batch 8 even in inference, 1.00-1.10x in
+    training).
     Not with a projection (proj_size), whose h is not the recurrent GEMM's input."""
     if P != H or B < 16:
         return False
