@@ -26,6 +26,9 @@ the fused elementwise pass on them; one barrier per step publishes the new h
 (two with a projection, whose GEMM needs every unit's o * tanh(c)).  The inputs
 are projected a chunk of steps at a time by BLAS, or, where stack_input() says
 so, by each step's GEMM over the rows [x_t, h_{t-1}] against [W_ih W_hh]^T.
+Where split_batch_fits() says so, the threads share the batch instead: each
+carries its own rows through the whole sequence, every unit of them, and no
+barrier stands between steps (backward likewise, until the weight gradients).
 """
 
 from cython cimport floating
@@ -38,7 +41,8 @@ from fastrnn.kernels.common cimport (
     tanh_, total_rows, active_rows, rows_finishing_from, fill_bias, column_sums,
     copy_block, chunk_steps, chunk_first_row, publish_step, lstm_row, lstm_grad_row,
     gates_gemm, weight_grad, fastrnn_packed_size, alloc_packed, pack_weights, pack_stacked,
-    step_gemm, input_grad, input_grad_packed_size, alloc_stacked_grads, stacked_weight_grads)
+    step_gemm, input_grad, input_grad_packed_size, alloc_stacked_grads, stacked_weight_grads,
+    split_batch)
 
 
 cdef Py_ssize_t lstm_workspace_size(Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, Py_ssize_t P,
@@ -62,6 +66,33 @@ cdef inline Py_ssize_t stacked_packed_size(Py_ssize_t H, Py_ssize_t I,
                                            Py_ssize_t P) noexcept nogil:
     """Elements of [W_ih W_hh]^T packed for every thread (depth I + P)."""
     return fastrnn_packed_size(4, H, I + P)
+
+
+cdef enum:
+    # The team splits the batch, not the hidden units, from this many rows per thread
+    # and while the stacked weights [W_ih W_hh] stay well inside the L3 cache (every
+    # thread reads all of them at every step).
+    BATCH_SPLIT_MIN_ROWS = 4
+    BATCH_SPLIT_MAX_BYTES = 4 * 1024 * 1024
+
+
+cdef inline bint split_batch_fits(Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize_t P,
+                                  int nt, size_t item) noexcept nogil:
+    """Whether a team of nt threads splits the batch: each thread steps all hidden
+    units of its own rows (split_batch) through the whole sequence, with no barrier
+    between steps, on [W_ih W_hh]^T packed once for all (the stacked projection).
+
+    Split by units, every step ends in a barrier, and a thread that the shared
+    machine slows down holds the other up at each one.  Measured, two threads, T = 64,
+    one process, the two ways interleaved, inference: LSTM(32, 128) at batch 32
+    0.57-0.86x the time, LSTM(128, 128) at batch 8 0.67x, 16 0.69-0.93x, 64
+    0.79-0.88x, LSTM(256, 256) at batch 8 0.74x, 32 0.72x; forward_train + backward
+    0.83-0.98x at the same shapes.  Every thread streaming all the weights costs
+    where they do not fit: LSTM(512, 512) (8 MB stacked) even, LSTM(1024, 1024)
+    1.5-1.6x slower.  Not with a projection (proj_size)."""
+    if nt <= 1 or P != H or B < BATCH_SPLIT_MIN_ROWS * nt:
+        return False
+    return 4 * H * (I + P) * <Py_ssize_t>item <= BATCH_SPLIT_MAX_BYTES
 
 
 cdef inline bint stack_input(Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize_t P,
@@ -90,14 +121,17 @@ cdef void _forward_body(
         const floating* h0, const floating* c0,
         floating* y, Py_ssize_t ldy, floating* h_n, floating* c_n,
         floating* gates, floating* cs, floating* c_prevs, floating* h_prevs,
-        floating* rs, floating* work, floating* packed, bint stacked, int tid, int nt,
-        fastrnn_team_sync* sync) noexcept nogil:
+        floating* rs, floating* work, floating* packed, bint stacked, bint by_batch,
+        int tid, int nt, fastrnn_team_sync* sync) noexcept nogil:
     cdef bint training = gates != NULL
     cdef bint up = not reverse
     cdef bint proj = w_hr != NULL
     cdef Py_ssize_t G = 4 * H
     cdef Py_ssize_t j0, j1, hk, p0, p1, pk, i0, i1, g, s, t, b, j, bs, finish, row, base
     cdef Py_ssize_t s_chunk, n_chunk, chunk_n, t_next, bs_next
+    # The rows this thread steps, [r0, r1) of the batch (by_batch), else all of them;
+    # at each step the active ones, [m0, m1).
+    cdef Py_ssize_t r0 = 0, r1 = B, m0, m1
     cdef Py_ssize_t n_rows = total_rows(T, B, batch_sizes)
     cdef Py_ssize_t off = 0 if up else n_rows
     cdef Py_ssize_t steps = T if stacked else chunk_steps(T, B, training)
@@ -126,7 +160,12 @@ cdef void _forward_body(
     split_units(I, tid, nt, &i0, &i1)
     hk = j1 - j0
     pk = p1 - p0
-    if stacked:
+    if by_batch:
+        # Every thread reads all the columns: the threads pack whole gates of them.
+        for g in range(4 * tid // nt, 4 * (tid + 1) // nt):
+            pack_stacked(w_ih + g * H * I, I, w_hh + g * H * P, P, 1, H, 0, H,
+                         packed_hh + g * fastrnn_packed_size(1, H, I + P))
+    elif stacked:
         pack_stacked(w_ih, I, w_hh, P, 4, H, j0, j1, packed_hh)
     else:
         pack_weights(w_hh, True, P, 4, H, j0, j1, packed_hh)
@@ -140,6 +179,11 @@ cdef void _forward_body(
         bs = active_rows(B, batch_sizes, t)
         copy_block(h_cur - I, ldh, x + (0 if up else n_rows - bs) * I, I, bs, i0, i1)
     fastrnn_team_barrier(sync, nt, &sense)
+    if by_batch:
+        # From here every thread works on all units of its own rows: the packed
+        # weights (each thread packed a share) and the states are whole.
+        split_batch(T, B, batch_sizes, tid, nt, &r0, &r1)
+        j0, j1, p0, p1, i0, i1 = 0, H, 0, P, 0, I
 
     s_chunk = 0
     while s_chunk < T:
@@ -159,20 +203,23 @@ cdef void _forward_body(
             if not up:
                 off -= bs
             row = off
+            m0 = r0
+            m1 = max(m0, min(r1, bs))
             if stacked:
                 # This step's whole input projection rides on its recurrent GEMM.
                 xp_row = xp + row * G if training else xp
                 for g in range(4):
-                    fill_bias(xp_row, bs, G, g * H + j0, g * H + j1, b_ih, b_hh)
-                step_gemm(bs, I + P, h_cur - I, ldh, w_hh, True, packed_hh, 4, H, j0, j1,
-                          xp_row, G, True)
+                    fill_bias(xp_row + m0 * G, m1 - m0, G, g * H + j0, g * H + j1, b_ih,
+                              b_hh)
+                step_gemm(m1 - m0, I + P, h_cur - I + m0 * ldh, ldh, w_hh, True, packed_hh,
+                          4, H, j0, j1, xp_row + m0 * G, G, True)
             else:
                 xp_row = xp + (row if training else row - base) * G
                 step_gemm(bs, P, h_cur, ldh, w_hh, True, packed_hh, 4, H, j0, j1, xp_row,
                           G, True)
             finish = rows_finishing_from(T, B, batch_sizes, t, up, bs)
             r_t = (rs + row * H if training else r_scratch) if proj else h_next
-            for b in range(bs):
+            for b in range(m0, m1):
                 if training:
                     lstm_row(xp_row + b * G, c_n + b * H, r_t + b * ldr, cs + (row + b) * H,
                              c_prevs + (row + b) * H, H, j0, j1, True)
@@ -184,20 +231,24 @@ cdef void _forward_body(
                 fastrnn_team_barrier(sync, nt, &sense)
                 step_gemm(bs, H, r_t, H, w_hr, True, packed_hr, 1, P, p0, p1, h_next, ldh,
                           False)
-            publish_step(h_next, h_cur, ldh, P, bs, finish, p0, p1, y + row * ldy, ldy,
-                         h_prevs + row * P if training else NULL, h_n)
+            publish_step(h_next + m0 * ldh, h_cur + m0 * ldh, ldh, P, m1 - m0,
+                         max(finish - m0, 0), p0, p1, y + (row + m0) * ldy, ldy,
+                         h_prevs + (row + m0) * P if training else NULL, h_n + m0 * P)
             if stacked and s + 1 < T:
                 # The next step's inputs go beside the state it will read.
                 t_next = t + 1 if up else t - 1
                 bs_next = active_rows(B, batch_sizes, t_next)
-                copy_block(h_next - I, ldh, x + (off + bs if up else off - bs_next) * I, I,
-                           bs_next, i0, i1)
+                m1 = max(m0, min(r1, bs_next))
+                copy_block(h_next - I + m0 * ldh, ldh,
+                           x + ((off + bs if up else off - bs_next) + m0) * I, I, m1 - m0,
+                           i0, i1)
             if up:
                 off += bs
             h_swap = h_cur
             h_cur = h_next
             h_next = h_swap
-            fastrnn_team_barrier(sync, nt, &sense)
+            if not by_batch:
+                fastrnn_team_barrier(sync, nt, &sense)
         s_chunk += n_chunk
     fastrnn_restore_fp_mode(fp_mode)
 
@@ -221,22 +272,24 @@ cdef void lstm_forward(
     sync.count = 0
     sync.sense = 0
     cdef int nt = num_threads if num_threads > 1 else 1
-    cdef bint stacked = stack_input(B, I, H, P, nt, sizeof(floating))
+    cdef bint by_batch = split_batch_fits(B, I, H, P, nt, sizeof(floating))
+    cdef bint stacked = by_batch or stack_input(B, I, H, P, nt, sizeof(floating))
     cdef floating* packed = alloc_packed(
         x, T * B,
         stacked_packed_size(H, I, P) + 2 * B * (I + P) if stacked else
         fastrnn_packed_size(4, H, P) + (fastrnn_packed_size(1, P, H) if P != H else 0))
     stacked = stacked and packed != NULL
+    by_batch = by_batch and stacked
     if num_threads <= 1:
         _forward_body(T, B, I, H, P, batch_sizes, reverse, x, w_ih, w_hh, b_ih, b_hh, w_hr,
                       h0, c0, y, ldy, h_n, c_n, gates, cs, c_prevs, h_prevs, rs, work, packed,
-                      stacked, 0, 1, &sync)
+                      stacked, False, 0, 1, &sync)
     else:
         with parallel(num_threads=num_threads):
             _forward_body(T, B, I, H, P, batch_sizes, reverse, x, w_ih, w_hh, b_ih, b_hh,
                           w_hr, h0, c0, y, ldy, h_n, c_n, gates, cs, c_prevs, h_prevs, rs,
-                          work, packed, stacked, omp_get_thread_num(), omp_get_num_threads(),
-                          &sync)
+                          work, packed, stacked, by_batch, omp_get_thread_num(),
+                          omp_get_num_threads(), &sync)
     free(packed)
 
 
@@ -249,8 +302,8 @@ cdef void _backward_body(
         const floating* dy, Py_ssize_t ldy, const floating* dh_n, const floating* dc_n,
         floating* dx, bint accumulate_dx, floating* dh0, floating* dc0,
         floating* dw_ih, floating* dw_hh, floating* db, floating* dw_hr,
-        floating* work, floating* packed, floating* stacked, int tid, int nt,
-        fastrnn_team_sync* sync) noexcept nogil:
+        floating* work, floating* packed, floating* stacked, bint by_batch, int tid,
+        int nt, fastrnn_team_sync* sync) noexcept nogil:
     # Backward walks time the other way round from the forward pass.
     cdef bint up = reverse
     cdef bint proj = w_hr != NULL
@@ -269,7 +322,9 @@ cdef void _backward_body(
     cdef floating* packed_ih = (packed + fastrnn_packed_size(1, P, G)
                                 + (fastrnn_packed_size(1, H, P) if proj else 0)
                                 if packed != NULL and input_grad_packed_size(I, G) else NULL)
-    cdef Py_ssize_t i0, i1
+    cdef Py_ssize_t i0, i1, u0, u1
+    # The rows this thread steps (as in _forward_body), and at each step its active ones.
+    cdef Py_ssize_t r0 = 0, r1 = B, m0, m1
 
     cdef unsigned int fp_mode = fastrnn_flush_denormals()
     cdef int sense = 0
@@ -287,6 +342,13 @@ cdef void _backward_body(
     if db != NULL:
         for g in range(4):
             column_sums(db, gates, 0, G, g * H + j0, g * H + j1, False)
+    u0, u1 = j0, j1
+    if by_batch:
+        # As in _forward_body: each thread all units of its rows, no barrier per step
+        # (W_hh packed by its columns lies in one piece whoever packed each share).
+        fastrnn_team_barrier(sync, nt, &sense)
+        split_batch(T, B, batch_sizes, tid, nt, &r0, &r1)
+        j0, j1, p0, p1 = 0, H, 0, P
 
     for s in range(T):
         t = s if up else T - 1 - s
@@ -294,6 +356,8 @@ cdef void _backward_body(
         if not up:
             off -= bs
         row = off
+        m0 = r0
+        m1 = max(m0, min(r1, bs))
         d_row = gates + row * G
         if proj:
             for b in range(bs):
@@ -306,21 +370,26 @@ cdef void _backward_body(
             # d(o * tanh c)[:, own units] = dh_t . W_hr[:, own units]
             step_gemm(bs, P, dh_all + row * P, P, w_hr, False, packed_hr, 1, H, j0, j1,
                       dr, H, False)
-        for b in range(bs):
+        for b in range(m0, m1):
             # dh reaches h_t (dh0 + dy), or o * tanh(c_t) (dr) with a projection.
             lstm_grad_row(d_row + b * G, cs + (row + b) * H, c_prevs + (row + b) * H,
                           dr + b * H if proj else dh0 + b * H,
                           <const floating*>NULL if proj or dy == NULL else dy + (row + b) * ldy,
                           dc0 + b * H, H, j0, j1)
-        if db != NULL:
+        if db != NULL and not by_batch:
             for g in range(4):
                 column_sums(db, d_row, bs, G, g * H + j0, g * H + j1, True)
-        fastrnn_team_barrier(sync, nt, &sense)
+        if not by_batch:
+            fastrnn_team_barrier(sync, nt, &sense)
         # dh_{t-1}[:, own outputs] = d_gates_t . W_hh[:, own outputs]
-        step_gemm(bs, G, d_row, G, w_hh, False, packed_hh, 1, P, p0, p1, dh0, P, False)
+        step_gemm(m1 - m0, G, d_row + m0 * G, G, w_hh, False, packed_hh, 1, P, p0, p1,
+                  dh0 + m0 * P, P, False)
         if up:
             off += bs
     fastrnn_team_barrier(sync, nt, &sense)
+    if by_batch and db != NULL:
+        for g in range(4):
+            column_sums(db, gates, n_rows, G, g * H + u0, g * H + u1, False)
 
     # Whole-sequence weight gradients (the loop's last barrier made d_gates whole).
     stacked_weight_grads(n_rows, G, gates, G, x, I, h_prevs, P, dw_ih, dw_hh, stacked,
@@ -359,16 +428,19 @@ cdef void lstm_backward(
         + input_grad_packed_size(I, 4 * H))
     cdef floating* stacked = alloc_stacked_grads(x, total_rows(T, B, batch_sizes), 4 * H,
                                                  I + P)
+    cdef bint by_batch = packed != NULL and split_batch_fits(
+        B, I, H, P, num_threads, sizeof(floating))
     if num_threads <= 1:
         _backward_body(T, B, I, H, P, batch_sizes, reverse, x, w_ih, w_hh, w_hr, gates, cs,
                        c_prevs, h_prevs, rs, dy, ldy, dh_n, dc_n, dx, accumulate_dx, dh0,
-                       dc0, dw_ih, dw_hh, db, dw_hr, work, packed, stacked, 0, 1, &sync)
+                       dc0, dw_ih, dw_hh, db, dw_hr, work, packed, stacked, False, 0, 1,
+                       &sync)
     else:
         with parallel(num_threads=num_threads):
             _backward_body(T, B, I, H, P, batch_sizes, reverse, x, w_ih, w_hh, w_hr, gates,
                            cs, c_prevs, h_prevs, rs, dy, ldy, dh_n, dc_n, dx, accumulate_dx,
                            dh0, dc0, dw_ih, dw_hh, db, dw_hr, work, packed, stacked,
-                           omp_get_thread_num(), omp_get_num_threads(), &sync)
+                           by_batch, omp_get_thread_num(), omp_get_num_threads(), &sync)
     free(packed)
     free(stacked)
 
@@ -391,6 +463,13 @@ def stacks_input(Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize_t P, int num
     """Whether lstm_forward projects each step's inputs in its recurrent GEMM (for
     tests: they must reach both ways of projecting)."""
     return bool(stack_input(B, I, H, P, max(num_threads, 1), itemsize))
+
+
+def splits_batch(Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize_t P, int num_threads,
+                 itemsize):
+    """Whether a team of num_threads splits the batch rather than the hidden units
+    (for tests: they must reach both ways of sharing the work)."""
+    return bool(split_batch_fits(B, I, H, P, num_threads, itemsize))
 
 
 def forward(Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize_t P,

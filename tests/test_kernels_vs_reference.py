@@ -138,6 +138,28 @@ def test_lstm_stacked_input_projection(B, I, H, dtype, rng):
     compare(lstm, dtype, rng, T=4, B=B, I=I, H=H, batch_first=True)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("B, I, H", [(8, 5, 32), (19, 1, 40), (33, 24, 64)])
+def test_lstm_batch_split(B, I, H, dtype, rng):
+    """From 4 rows per thread, a team splits the batch: each thread carries its own
+    rows through the whole sequence, with no barrier between steps, shares balanced
+    by the rows' lengths.  Both walks (a bidirectional layer with two threads or
+    more per direction), lengths, a second layer, initial states and batch-first all
+    go through it."""
+    from fastrnn.kernels import lstm as kernel
+    itemsize = np.dtype(dtype).itemsize
+    assert kernel.splits_batch(B, I, H, H, 2, itemsize)
+    assert not kernel.splits_batch(B, I, H, H, 1, itemsize), "one thread"
+    assert not kernel.splits_batch(B, I, H, H // 2 + 1, 2, itemsize), "projection"
+    assert not kernel.splits_batch(7, I, H, H, 2, itemsize), "3 rows per thread"
+    assert not kernel.splits_batch(B, 1024, 1024, 1024, 2, itemsize), "weights too big"
+    lstm = CELL_BY_NAME["lstm"]
+    with fastrnn.thread_limit(4):
+        compare(lstm, dtype, rng, T=9, B=B, I=I, H=H, num_layers=2, bidirectional=True,
+                lengths=random_lengths(rng, B, 9), with_hx=True)
+        compare(lstm, dtype, rng, T=4, B=B, I=I, H=H, batch_first=True)
+
+
 @pytest.mark.parametrize("cell", cell_params())
 def test_gradients_into_padded_steps_are_ignored(cell, rng):
     """dy at padded steps does not change any gradient, on either backend."""

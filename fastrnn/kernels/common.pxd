@@ -237,6 +237,36 @@ cdef inline Py_ssize_t active_rows(Py_ssize_t B, const Py_ssize_t* batch_sizes,
     return B if batch_sizes == NULL else batch_sizes[t]
 
 
+cdef inline Py_ssize_t _batch_bound(Py_ssize_t T, Py_ssize_t B,
+                                    const Py_ssize_t* batch_sizes, Py_ssize_t n_rows,
+                                    int k, int nt) noexcept nogil:
+    """The first row of share k: the fewest leading rows holding k/nt of the row-steps."""
+    cdef Py_ssize_t target = n_rows * k // nt, done = 0, r, t_end = T
+    if k >= nt:
+        return B
+    for r in range(B):
+        if done >= target:
+            return r
+        # Row r runs the steps t with batch_sizes[t] > r: batch_sizes never grows.
+        while t_end > 0 and batch_sizes[t_end - 1] <= r:
+            t_end -= 1
+        done += t_end
+    return B
+
+
+cdef inline void split_batch(Py_ssize_t T, Py_ssize_t B, const Py_ssize_t* batch_sizes,
+                             int tid, int nt, Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil:
+    """[lo, hi): the rows thread tid (of nt) carries through a whole sequence when the
+    team splits the batch; shares of about equal row-steps (rows sorted by
+    decreasing length, so a share of long rows is a share of fewer rows)."""
+    if batch_sizes == NULL:
+        split_rows(B, tid, nt, lo, hi)
+        return
+    cdef Py_ssize_t n_rows = total_rows(T, B, batch_sizes)
+    lo[0] = _batch_bound(T, B, batch_sizes, n_rows, tid, nt)
+    hi[0] = _batch_bound(T, B, batch_sizes, n_rows, tid + 1, nt)
+
+
 cdef inline void fill_bias(floating* dst, Py_ssize_t rows, Py_ssize_t ld,
                            Py_ssize_t lo, Py_ssize_t hi,
                            const floating* b1, const floating* b2) noexcept nogil:
