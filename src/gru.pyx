@@ -12,7 +12,8 @@ Layouts as in fastrnn.kernels.lstm, with gates in torch's order r, z, n (G = 3H)
 reset_after=True:  n = tanh(W_in x + b_in + r * (W_hn h + b_hn))   (torch, cuDNN, Keras)
 reset_after=False: n = tanh(W_in x + b_in + W_hn (r * h) + b_hn)   (Cho et al., ONNX lbr=0)
 h' = (1 - z) * n + z * h.  Threads as in fastrnn.kernels.lstm; reset_after=False needs all
-of r * h before its n GEMM, so it takes a second barrier per step.
+of r * h before its n GEMM, so, split by units, it takes a second barrier per step
+(split by rows, where split_batch_fits() says so, none).
 """
 
 from cython cimport floating
@@ -26,7 +27,21 @@ from fastrnn.kernels.common cimport (
     copy_block, chunk_steps, chunk_first_row, publish_step, gru_row, gru_rz_row,
     gru_n_row, gru_grad_row, gru_rh_grad_row, gates_gemm, weight_grad,
     fastrnn_packed_size, alloc_packed, pack_weights, step_gemm, input_grad,
-    input_grad_packed_size)
+    input_grad_packed_size, split_batch, batch_split_pays)
+
+
+cdef inline bint split_batch_fits(Py_ssize_t B, Py_ssize_t H, int nt,
+                                  size_t item) noexcept nogil:
+    """Whether a team of nt threads splits the batch (batch_split_pays) rather than
+    the hidden units, every thread stepping all units of its rows on W_hh packed once
+    for all; the input projection is still shared by units, a barrier after it.
+    Measured, two threads, T = 64, one process, the two ways interleaved:
+    forward_train + backward GRU(32, 128) at batch 32 0.75x the time, GRU(128, 128)
+    at batch 8 0.78x, GRU(256, 256) at batch 32 0.95x; inference 0.81-1.02x at the
+    same shapes (even on a quiet machine, ahead on a busy one); GRU(512, 512) (W_hh
+    3 MB) 1.0-1.17x in inference, beyond the weights' limit.  (The Elman RNN, whose
+    steps are cheaper, measured even: it splits the units.)"""
+    return batch_split_pays(B, 3 * H * H * <Py_ssize_t>item, nt)
 
 
 cdef Py_ssize_t gru_workspace_size(Py_ssize_t T, Py_ssize_t B, Py_ssize_t H,
@@ -50,7 +65,7 @@ cdef void _forward_body(
         const floating* b_ih, const floating* b_hh, const floating* h0,
         floating* y, Py_ssize_t ldy, floating* h_n,
         floating* gates, floating* hns, floating* h_prevs,
-        floating* work, floating* packed, int tid, int nt,
+        floating* work, floating* packed, bint by_batch, int tid, int nt,
         fastrnn_team_sync* sync) noexcept nogil:
     cdef bint training = gates != NULL
     cdef bint up = not reverse
@@ -60,6 +75,10 @@ cdef void _forward_body(
     cdef Py_ssize_t n_rows = total_rows(T, B, batch_sizes)
     cdef Py_ssize_t off = 0 if up else n_rows
     cdef Py_ssize_t steps = chunk_steps(T, B, training)
+    # The thread's rows [r0, r1) and, at each step, its active ones [m0, m1); the
+    # units it steps, [k0, k1) (all of them when the team splits the batch); its
+    # units of the input projection are [j0, j1) either way.
+    cdef Py_ssize_t r0 = 0, r1 = B, m0, m1, k0, k1
     cdef floating* h_cur = work
     cdef floating* h_next = work + B * H
     cdef floating* h_swap
@@ -78,8 +97,17 @@ cdef void _forward_body(
     cdef int sense = 0
     split_units(H, tid, nt, &j0, &j1)
     hk = j1 - j0
-    pack_weights(w_hh, True, H, 2, H, j0, j1, packed_rz)
-    pack_weights(w_hh + 2 * H * H, True, H, 1, H, j0, j1, packed_n)
+    k0, k1 = j0, j1
+    if by_batch:
+        # Every thread reads every column: the threads pack whole gates of them.
+        for g in range(3 * tid // nt, 3 * (tid + 1) // nt):
+            pack_weights(w_hh + g * H * H, True, H, 1, H, 0, H,
+                         packed + g * fastrnn_packed_size(1, H, H))
+        split_batch(T, B, batch_sizes, tid, nt, &r0, &r1)
+        k0, k1 = 0, H
+    else:
+        pack_weights(w_hh, True, H, 2, H, j0, j1, packed_rz)
+        pack_weights(w_hh + 2 * H * H, True, H, 1, H, j0, j1, packed_n)
     copy_block(h_cur, H, h0, H, B, j0, j1)
     copy_block(h_next, H, h0, H, B, j0, j1)
     fastrnn_team_barrier(sync, nt, &sense)
@@ -94,6 +122,8 @@ cdef void _forward_body(
             fill_bias(xp_row, chunk_n, G, g * H + j0, g * H + j1, b_ih,
                       b_hh if g < 2 else NULL)
         gates_gemm(chunk_n, 3, H, j0, j1, I, x + base * I, I, w_ih, <floating>1, xp_row, G)
+        if by_batch:
+            fastrnn_team_barrier(sync, nt, &sense)      # the chunk's projection is whole
 
         for s in range(s_chunk, s_chunk + n_chunk):
             t = s if up else T - 1 - s
@@ -101,35 +131,43 @@ cdef void _forward_body(
             if not up:
                 off -= bs
             row = off
+            m0 = r0
+            m1 = max(m0, min(r1, bs))
             xp_row = xp + (row if training else row - base) * G
             finish = rows_finishing_from(T, B, batch_sizes, t, up, bs)
-            step_gemm(bs, H, h_cur, H, w_hh, True, packed_rz, 2, H, j0, j1, xp_row, G, True)
+            step_gemm(m1 - m0, H, h_cur + m0 * H, H, w_hh, True, packed_rz, 2, H, k0, k1,
+                      xp_row + m0 * G, G, True)
             if reset_after:
                 hn_t = hns + row * H if training else hn_scratch
-                step_gemm(bs, H, h_cur, H, w_hh + 2 * H * H, True, packed_n, 1, H, j0, j1,
-                          hn_t, H, False)
-                for b in range(bs):
+                step_gemm(m1 - m0, H, h_cur + m0 * H, H, w_hh + 2 * H * H, True, packed_n, 1,
+                          H, k0, k1, hn_t + m0 * H, H, False)
+                for b in range(m0, m1):
                     gru_row(xp_row + b * G, hn_t + b * H, b_hn, h_cur + b * H,
-                            h_next + b * H, H, j0, j1, training)
+                            h_next + b * H, H, k0, k1, training)
             else:
-                # r first: W_hn multiplies r * h, which needs every thread's r.
+                # r first: W_hn multiplies r * h, which needs all of the row's r.
                 rh_t = hns + row * H if training else rh_scratch
-                for b in range(bs):
-                    gru_rz_row(xp_row + b * G, h_cur + b * H, rh_t + b * H, H, j0, j1)
-                fastrnn_team_barrier(sync, nt, &sense)
-                step_gemm(bs, H, rh_t, H, w_hh + 2 * H * H, True, packed_n, 1, H, j0, j1,
-                          hn_scratch, H, False)
-                for b in range(bs):
+                for b in range(m0, m1):
+                    gru_rz_row(xp_row + b * G, h_cur + b * H, rh_t + b * H, H, k0, k1)
+                if not by_batch:
+                    fastrnn_team_barrier(sync, nt, &sense)
+                step_gemm(m1 - m0, H, rh_t + m0 * H, H, w_hh + 2 * H * H, True, packed_n, 1,
+                          H, k0, k1, hn_scratch + m0 * H, H, False)
+                for b in range(m0, m1):
                     gru_n_row(xp_row + b * G, hn_scratch + b * H, b_hn, h_cur + b * H,
-                              h_next + b * H, H, j0, j1, training)
-            publish_step(h_next, h_cur, H, H, bs, finish, j0, j1, y + row * ldy, ldy,
-                         h_prevs + row * H if training else NULL, h_n)
+                              h_next + b * H, H, k0, k1, training)
+            publish_step(h_next + m0 * H, h_cur + m0 * H, H, H, m1 - m0, max(finish - m0, 0),
+                         k0, k1, y + (row + m0) * ldy, ldy,
+                         h_prevs + (row + m0) * H if training else NULL, h_n + m0 * H)
             if up:
                 off += bs
             h_swap = h_cur
             h_cur = h_next
             h_next = h_swap
-            fastrnn_team_barrier(sync, nt, &sense)
+            if not by_batch:
+                fastrnn_team_barrier(sync, nt, &sense)
+        if by_batch and s_chunk + n_chunk < T:
+            fastrnn_team_barrier(sync, nt, &sense)      # before the next chunk's projection
         s_chunk += n_chunk
     fastrnn_restore_fp_mode(fp_mode)
 
@@ -151,15 +189,35 @@ cdef void gru_forward(
     sync.count = 0
     sync.sense = 0
     cdef floating* packed = alloc_packed(x, T * B, fastrnn_packed_size(3, H, H))
+    cdef bint by_batch = packed != NULL and split_batch_fits(B, H, num_threads,
+                                                              sizeof(floating))
     if num_threads <= 1:
         _forward_body(T, B, I, H, batch_sizes, reverse, reset_after, x, w_ih, w_hh, b_ih,
-                      b_hh, h0, y, ldy, h_n, gates, hns, h_prevs, work, packed, 0, 1, &sync)
+                      b_hh, h0, y, ldy, h_n, gates, hns, h_prevs, work, packed, False, 0, 1,
+                      &sync)
     else:
         with parallel(num_threads=num_threads):
             _forward_body(T, B, I, H, batch_sizes, reverse, reset_after, x, w_ih, w_hh,
                           b_ih, b_hh, h0, y, ldy, h_n, gates, hns, h_prevs, work, packed,
-                          omp_get_thread_num(), omp_get_num_threads(), &sync)
+                          by_batch, omp_get_thread_num(), omp_get_num_threads(), &sync)
     free(packed)
+
+
+cdef inline void _gru_bias_grads(floating* db_ih, floating* db_hh, const floating* d,
+                                 const floating* hns, Py_ssize_t rows, Py_ssize_t H,
+                                 Py_ssize_t j0, Py_ssize_t j1, bint reset_after,
+                                 bint accumulate) noexcept nogil:
+    """db_ih, db_hh (+)= the biases' gradients over ``rows`` rows of gate gradients d
+    (G wide) and hns (H wide), units [j0, j1) of each gate (either bias NULL: skipped)."""
+    cdef Py_ssize_t g, G = 3 * H
+    for g in range(3):
+        if db_ih != NULL:
+            column_sums(db_ih, d, rows, G, g * H + j0, g * H + j1, accumulate)
+        if db_hh != NULL:
+            if g == 2 and reset_after:      # b_hn's gradient is W_hn h's
+                column_sums(db_hh + 2 * H, hns, rows, H, j0, j1, accumulate)
+            else:
+                column_sums(db_hh, d, rows, G, g * H + j0, g * H + j1, accumulate)
 
 
 cdef void _backward_body(
@@ -170,11 +228,13 @@ cdef void _backward_body(
         const floating* dy, Py_ssize_t ldy, const floating* dh_n,
         floating* dx, bint accumulate_dx, floating* dh0,
         floating* dw_ih, floating* dw_hh, floating* db_ih, floating* db_hh,
-        floating* work, floating* packed, int tid, int nt,
+        floating* work, floating* packed, bint by_batch, int tid, int nt,
         fastrnn_team_sync* sync) noexcept nogil:
     cdef bint up = reverse
     cdef Py_ssize_t G = 3 * H
     cdef Py_ssize_t j0, j1, hk, i0, i1, g, s, t, b, j, bs, row, k
+    # As in _forward_body: the thread's rows, their active ones, the units it steps.
+    cdef Py_ssize_t r0 = 0, r1 = B, m0, m1, k0, k1
     cdef Py_ssize_t n_rows = total_rows(T, B, batch_sizes)
     cdef Py_ssize_t off = 0 if up else n_rows
     cdef floating* d_row
@@ -194,11 +254,15 @@ cdef void _backward_body(
     split_units(I, tid, nt, &i0, &i1)
     pack_weights(w_ih, False, G, 1, I, i0, i1, packed_ih)
     copy_block(dh0, H, dh_n, H, B, j0, j1)
-    for g in range(3):
-        if db_ih != NULL:
-            column_sums(db_ih, gates, 0, G, g * H + j0, g * H + j1, False)
-        if db_hh != NULL:
-            column_sums(db_hh, gates, 0, G, g * H + j0, g * H + j1, False)
+    k0, k1 = j0, j1
+    if by_batch:
+        # As in _forward_body (the packings by output columns lie in one piece
+        # whoever packed each share).
+        fastrnn_team_barrier(sync, nt, &sense)
+        split_batch(T, B, batch_sizes, tid, nt, &r0, &r1)
+        k0, k1 = 0, H
+    else:
+        _gru_bias_grads(db_ih, db_hh, gates, hns, 0, H, j0, j1, reset_after, False)
 
     for s in range(T):
         t = s if up else T - 1 - s
@@ -206,37 +270,39 @@ cdef void _backward_body(
         if not up:
             off -= bs
         row = off
+        m0 = r0
+        m1 = max(m0, min(r1, bs))
         d_row = gates + row * G
-        for b in range(bs):
+        for b in range(m0, m1):
             gru_grad_row(d_row + b * G, hns + (row + b) * H, h_prevs + (row + b) * H,
                          dh0 + b * H,
                          <const floating*>NULL if dy == NULL else dy + (row + b) * ldy,
-                         H, j0, j1, reset_after)
-        fastrnn_team_barrier(sync, nt, &sense)
+                         H, k0, k1, reset_after)
+        if not by_batch:
+            fastrnn_team_barrier(sync, nt, &sense)
         if reset_after:
-            step_gemm(bs, H, hns + row * H, H, w_hh + 2 * H * H, False, packed_n, 1, H, j0, j1,
-                      dh0, H, True)
+            step_gemm(m1 - m0, H, hns + (row + m0) * H, H, w_hh + 2 * H * H, False, packed_n,
+                      1, H, k0, k1, dh0 + m0 * H, H, True)
         else:
             # d(r h) = dan . W_hn, then r's gradient, which the r-z GEMM below needs.
-            step_gemm(bs, H, d_row + 2 * H, G, w_hh + 2 * H * H, False, packed_n, 1, H, j0, j1,
-                      drh, H, False)
-            for b in range(bs):
+            step_gemm(m1 - m0, H, d_row + m0 * G + 2 * H, G, w_hh + 2 * H * H, False,
+                      packed_n, 1, H, k0, k1, drh + m0 * H, H, False)
+            for b in range(m0, m1):
                 gru_rh_grad_row(d_row + b * G, drh + b * H, h_prevs + (row + b) * H,
-                                dh0 + b * H, j0, j1)
-            fastrnn_team_barrier(sync, nt, &sense)
-        step_gemm(bs, 2 * H, d_row, G, w_hh, False, packed_rz, 1, H, j0, j1, dh0, H, True)
-        # The step's gate gradients of the thread's units are final: the biases'.
-        for g in range(3):
-            if db_ih != NULL:
-                column_sums(db_ih, d_row, bs, G, g * H + j0, g * H + j1, True)
-            if db_hh != NULL:
-                if g == 2 and reset_after:      # b_hn's gradient is W_hn h's
-                    column_sums(db_hh + 2 * H, hns + row * H, bs, H, j0, j1, True)
-                else:
-                    column_sums(db_hh, d_row, bs, G, g * H + j0, g * H + j1, True)
+                                dh0 + b * H, k0, k1)
+            if not by_batch:
+                fastrnn_team_barrier(sync, nt, &sense)
+        step_gemm(m1 - m0, 2 * H, d_row + m0 * G, G, w_hh, False, packed_rz, 1, H, k0, k1,
+                  dh0 + m0 * H, H, True)
+        if not by_batch:
+            # The step's gate gradients of the thread's units are final: the biases'.
+            _gru_bias_grads(db_ih, db_hh, d_row, hns + row * H, bs, H, j0, j1, reset_after,
+                            True)
         if up:
             off += bs
     fastrnn_team_barrier(sync, nt, &sense)
+    if by_batch:
+        _gru_bias_grads(db_ih, db_hh, gates, hns, n_rows, H, j0, j1, reset_after, False)
 
     weight_grad(n_rows, G, I, gates, G, x, I, dw_ih, I, tid, nt)
     weight_grad(n_rows, 2 * H, H, gates, G, h_prevs, H, dw_hh, H, tid, nt)
@@ -271,15 +337,17 @@ cdef void gru_backward(
     cdef floating* packed = alloc_packed(x, total_rows(T, B, batch_sizes),
                                          fastrnn_packed_size(1, H, 3 * H)
                                          + input_grad_packed_size(I, 3 * H))
+    cdef bint by_batch = packed != NULL and split_batch_fits(B, H, num_threads,
+                                                              sizeof(floating))
     if num_threads <= 1:
         _backward_body(T, B, I, H, batch_sizes, reverse, reset_after, x, w_ih, w_hh, gates,
                        hns, h_prevs, dy, ldy, dh_n, dx, accumulate_dx, dh0, dw_ih, dw_hh,
-                       db_ih, db_hh, work, packed, 0, 1, &sync)
+                       db_ih, db_hh, work, packed, False, 0, 1, &sync)
     else:
         with parallel(num_threads=num_threads):
             _backward_body(T, B, I, H, batch_sizes, reverse, reset_after, x, w_ih, w_hh,
                            gates, hns, h_prevs, dy, ldy, dh_n, dx, accumulate_dx, dh0, dw_ih,
-                           dw_hh, db_ih, db_hh, work, packed, omp_get_thread_num(),
+                           dw_hh, db_ih, db_hh, work, packed, by_batch, omp_get_thread_num(),
                            omp_get_num_threads(), &sync)
     free(packed)
 
@@ -293,6 +361,12 @@ from fastrnn._scratch import POOL
 from fastrnn.kernels._args cimport ptr, cptr, sizes_ptr, is_double, packed_rows, mul, check_dims
 
 cnp.import_array()
+
+
+def splits_batch(Py_ssize_t B, Py_ssize_t H, int num_threads, itemsize):
+    """Whether a team of num_threads splits the batch rather than the hidden units
+    (for tests: they must reach both ways of sharing the work)."""
+    return bool(split_batch_fits(B, H, num_threads, itemsize))
 
 
 def forward(Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, batch_sizes,

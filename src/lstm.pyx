@@ -42,7 +42,7 @@ from fastrnn.kernels.common cimport (
     copy_block, chunk_steps, chunk_first_row, publish_step, lstm_row, lstm_grad_row,
     gates_gemm, weight_grad, fastrnn_packed_size, alloc_packed, pack_weights, pack_stacked,
     step_gemm, input_grad, input_grad_packed_size, alloc_stacked_grads, stacked_weight_grads,
-    split_batch)
+    split_batch, batch_split_pays)
 
 
 cdef Py_ssize_t lstm_workspace_size(Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, Py_ssize_t P,
@@ -68,31 +68,17 @@ cdef inline Py_ssize_t stacked_packed_size(Py_ssize_t H, Py_ssize_t I,
     return fastrnn_packed_size(4, H, I + P)
 
 
-cdef enum:
-    # The team splits the batch, not the hidden units, from this many rows per thread
-    # and while the stacked weights [W_ih W_hh] stay well inside the L3 cache (every
-    # thread reads all of them at every step).
-    BATCH_SPLIT_MIN_ROWS = 4
-    BATCH_SPLIT_MAX_BYTES = 4 * 1024 * 1024
-
-
 cdef inline bint split_batch_fits(Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize_t P,
                                   int nt, size_t item) noexcept nogil:
-    """Whether a team of nt threads splits the batch: each thread steps all hidden
-    units of its own rows (split_batch) through the whole sequence, with no barrier
-    between steps, on [W_ih W_hh]^T packed once for all (the stacked projection).
-
-    Split by units, every step ends in a barrier, and a thread that the shared
-    machine slows down holds the other up at each one.  Measured, two threads, T = 64,
-    one process, the two ways interleaved, inference: LSTM(32, 128) at batch 32
-    0.57-0.86x the time, LSTM(128, 128) at batch 8 0.67x, 16 0.69-0.93x, 64
-    0.79-0.88x, LSTM(256, 256) at batch 8 0.74x, 32 0.72x; forward_train + backward
-    0.83-0.98x at the same shapes.  Every thread streaming all the weights costs
-    where they do not fit: LSTM(512, 512) (8 MB stacked) even, LSTM(1024, 1024)
-    1.5-1.6x slower.  Not with a projection (proj_size)."""
-    if nt <= 1 or P != H or B < BATCH_SPLIT_MIN_ROWS * nt:
-        return False
-    return 4 * H * (I + P) * <Py_ssize_t>item <= BATCH_SPLIT_MAX_BYTES
+    """Whether a team of nt threads splits the batch (batch_split_pays), every thread
+    stepping all units of its rows on [W_ih W_hh]^T packed once for all (the stacked
+    projection).  Measured, two threads, T = 64, one process, the two ways
+    interleaved, inference: LSTM(32, 128) at batch 32 0.57-0.86x the time,
+    LSTM(128, 128) at batch 8 0.67x, 16 0.69-0.93x, 64 0.79-0.88x, LSTM(256, 256) at
+    batch 8 0.74x, 32 0.72x; forward_train + backward 0.83-0.98x at the same shapes;
+    LSTM(512, 512) (8 MB stacked) even, LSTM(1024, 1024) 1.5-1.6x slower.  Not with a
+    projection (proj_size), whose h is not the recurrent GEMM's input."""
+    return P == H and batch_split_pays(B, 4 * H * (I + P) * <Py_ssize_t>item, nt)
 
 
 cdef inline bint stack_input(Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize_t P,

@@ -140,24 +140,33 @@ def test_lstm_stacked_input_projection(B, I, H, dtype, rng):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("B, I, H", [(8, 5, 32), (19, 1, 40), (33, 24, 64)])
-def test_lstm_batch_split(B, I, H, dtype, rng):
-    """From 4 rows per thread, a team splits the batch: each thread carries its own
-    rows through the whole sequence, with no barrier between steps, shares balanced
-    by the rows' lengths.  Both walks (a bidirectional layer with two threads or
-    more per direction), lengths, a second layer, initial states and batch-first all
-    go through it."""
-    from fastrnn.kernels import lstm as kernel
+@pytest.mark.parametrize("cell", cell_params([CELL_BY_NAME[name] for name in
+                                              ("lstm", "gru", "gru_reset_before")]))
+def test_batch_split(cell, B, I, H, dtype, rng):
+    """From 4 rows per thread, a team splits the batch (LSTM, GRU): each thread carries
+    its own rows through the whole sequence, with no barrier between steps, shares
+    balanced by the rows' lengths.  Both walks (a bidirectional layer with two threads
+    or more per direction), lengths, a second layer, initial states, batch-first and
+    the inference's chunks of input projection (T * B > 512 rows) all go through it."""
+    from fastrnn.kernels import gru, lstm
     itemsize = np.dtype(dtype).itemsize
-    assert kernel.splits_batch(B, I, H, H, 2, itemsize)
-    assert not kernel.splits_batch(B, I, H, H, 1, itemsize), "one thread"
-    assert not kernel.splits_batch(B, I, H, H // 2 + 1, 2, itemsize), "projection"
-    assert not kernel.splits_batch(7, I, H, H, 2, itemsize), "3 rows per thread"
-    assert not kernel.splits_batch(B, 1024, 1024, 1024, 2, itemsize), "weights too big"
-    lstm = CELL_BY_NAME["lstm"]
+    if cell.name == "lstm":
+        def splits(B, I, H, nt, P=None):
+            return lstm.splits_batch(B, I, H, H if P is None else P, nt, itemsize)
+        assert not splits(B, I, H, 2, P=H // 2 + 1), "projection"
+    else:
+        def splits(B, I, H, nt):
+            return gru.splits_batch(B, H, nt, itemsize)
+    assert splits(B, I, H, 2)
+    assert not splits(B, I, H, 1), "one thread"
+    assert not splits(7, I, H, 2), "3 rows per thread"
+    assert not splits(B, 1024, 1024, 2), "weights too big"
     with fastrnn.thread_limit(4):
-        compare(lstm, dtype, rng, T=9, B=B, I=I, H=H, num_layers=2, bidirectional=True,
+        compare(cell, dtype, rng, T=9, B=B, I=I, H=H, num_layers=2, bidirectional=True,
                 lengths=random_lengths(rng, B, 9), with_hx=True)
-        compare(lstm, dtype, rng, T=4, B=B, I=I, H=H, batch_first=True)
+        compare(cell, dtype, rng, T=4, B=B, I=I, H=H, batch_first=True)
+        compare(cell, dtype, rng, T=520 // B + 3, B=B, I=I, H=H,
+                lengths=random_lengths(rng, B, 520 // B + 3))
 
 
 @pytest.mark.parametrize("cell", cell_params())

@@ -237,6 +237,25 @@ cdef inline Py_ssize_t active_rows(Py_ssize_t B, const Py_ssize_t* batch_sizes,
     return B if batch_sizes == NULL else batch_sizes[t]
 
 
+cdef enum:
+    # A team splits the batch, not the hidden units, from this many rows per thread
+    # and while the weights every thread reads at every step stay well inside the L3
+    # cache.
+    BATCH_SPLIT_MIN_ROWS = 4
+    BATCH_SPLIT_MAX_BYTES = 2 * 1024 * 1024
+
+
+cdef inline bint batch_split_pays(Py_ssize_t B, Py_ssize_t weight_bytes,
+                                  int nt) noexcept nogil:
+    """Whether a team of nt threads should split the batch (split_batch): each thread
+    then carries all hidden units of its own rows through the whole sequence, with no
+    barrier between steps, on weights packed once for all.  Split by units, every
+    step ends in a barrier, and a thread that the shared machine slows down holds the
+    other up at each one; split by rows, every thread reads all ``weight_bytes`` of
+    the recurrent weights at every step (measurements at the cells' callers)."""
+    return nt > 1 and B >= BATCH_SPLIT_MIN_ROWS * nt and weight_bytes <= BATCH_SPLIT_MAX_BYTES
+
+
 cdef inline Py_ssize_t _batch_bound(Py_ssize_t T, Py_ssize_t B,
                                     const Py_ssize_t* batch_sizes, Py_ssize_t n_rows,
                                     int k, int nt) noexcept nogil:
