@@ -35,12 +35,11 @@ cdef inline bint split_batch_fits(Py_ssize_t B, Py_ssize_t H, int nt,
     """Whether a team of nt threads splits the batch (batch_split_pays) rather than
     the hidden units, every thread stepping all units of its rows on W_hh packed once
     for all; the input projection is still shared by units, a barrier after it.
-    Measured, two threads, T = 64, one process, the two ways interleaved:
-    forward_train + backward GRU(32, 128) at batch 32 0.75x the time, GRU(128, 128)
-    at batch 8 0.78x, GRU(256, 256) at batch 32 0.95x; inference 0.81-1.02x at the
-    same shapes (even on a quiet machine, ahead on a busy one); GRU(512, 512) (W_hh
-    3 MB) 1.0-1.17x in inference, beyond the weights' limit.  (The Elman RNN, whose
-    steps are cheaper, measured even: it splits the units.)"""
+    Measured as the LSTM's (fastrnn.kernels.lstm.split_batch_fits), GRU(H, H):
+    inference at hidden 128 0.92x, 0.84x, 0.90x the time at batch 8, 32, 64, at
+    hidden 256 1.02x, 0.91x, 0.99x; forward_train + backward 0.95-1.05x; GRU(512,
+    512) (W_hh 3 MB, beyond the limit) 1.0-1.17x in inference.  (The Elman RNN,
+    whose steps are cheaper, measured even, 0.91-1.11x: it splits the units.)"""
     return batch_split_pays(B, 3 * H * H * <Py_ssize_t>item, nt)
 
 

@@ -72,12 +72,14 @@ cdef inline bint split_batch_fits(Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_s
                                   int nt, size_t item) noexcept nogil:
     """Whether a team of nt threads splits the batch (batch_split_pays), every thread
     stepping all units of its rows on [W_ih W_hh]^T packed once for all (the stacked
-    projection).  Measured, two threads, T = 64, one process, the two ways
-    interleaved, inference: LSTM(32, 128) at batch 32 0.57-0.86x the time,
-    LSTM(128, 128) at batch 8 0.67x, 16 0.69-0.93x, 64 0.79-0.88x, LSTM(256, 256) at
-    batch 8 0.74x, 32 0.72x; forward_train + backward 0.83-0.98x at the same shapes;
-    LSTM(512, 512) (8 MB stacked) even, LSTM(1024, 1024) 1.5-1.6x slower.  Not with a
-    projection (proj_size), whose h is not the recurrent GEMM's input."""
+    projection, whatever stack_input says: projecting a chunk by BLAS first measured
+    1.13-1.35x slower in inference at hidden 256, even in training).  Measured, two
+    threads, LSTM(H, H), T = 50, one process, the two ways in alternating blocks (the
+    median of 8 pairs): inference at hidden 128 0.84x the time at batch 8, 0.66x at
+    32, 0.64x at 64; at hidden 256 0.94x, 0.70x, 0.75x; forward_train + backward
+    0.75x, 0.77x (batch 8, 32) at hidden 128 and 0.87x, 0.85x, 0.90x (8, 32, 64) at
+    256.  LSTM(512, 512) (8 MB stacked) measured even, LSTM(1024, 1024) 1.5-1.6x
+    slower.  Not with a projection (proj_size), whose h is not the GEMM's input."""
     return P == H and batch_split_pays(B, 4 * H * (I + P) * <Py_ssize_t>item, nt)
 
 
