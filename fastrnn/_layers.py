@@ -43,6 +43,25 @@ def as_real_array(value, name, dtype):
     return arr.astype(dtype, copy=False)
 
 
+# A streamed step reads the weights' rows straight from the parameters, with a
+# vector's width per load: rows that start a cache line apart keep those loads
+# whole (NumPy's allocator aligns to 16 bytes; a 32-byte load from there crosses a
+# line every other time, measured 10-15% slower on the rows read from L2).
+PARAM_ALIGNMENT = 64
+
+
+def aligned_param(values, dtype):
+    """A copy of ``values`` as ``dtype``, starting on a PARAM_ALIGNMENT boundary.
+    Parameters stay where they are made (loads and optimisers write into them)."""
+    values = np.asarray(values)
+    nbytes = values.size * np.dtype(dtype).itemsize
+    raw = np.empty(nbytes + PARAM_ALIGNMENT, np.uint8)
+    start = -raw.ctypes.data % PARAM_ALIGNMENT
+    out = raw[start:start + nbytes].view(dtype).reshape(values.shape)
+    out[...] = values
+    return out
+
+
 def owned(arr, original):
     """``arr``, or a copy of it unless it is a fresh conversion of the caller's
     ``original``: a training cache must not see later changes to the caller's data,
@@ -108,7 +127,8 @@ class RNNBase:
         self._params = {}
         bound = 1.0 / math.sqrt(self.hidden_size)
         for name, shape in self._param_shapes():
-            self._params[name] = self._rng.uniform(-bound, bound, shape).astype(self.dtype)
+            self._params[name] = aligned_param(self._rng.uniform(-bound, bound, shape),
+                                               self.dtype)
 
     # ------------------------------------------------------------------ shapes
     @property

@@ -17,7 +17,7 @@ from fastrnn._config import blas_guard, get_num_threads
 from fastrnn import persistence
 from fastrnn._train_ops import scatter_add
 from fastrnn._layers import (GRU, LSTM, RNN, RNNBase, _check_size, _layer_dtype,
-                             as_real_array, owned)
+                             aligned_param, as_real_array, owned)
 from fastrnn._scratch import POOL
 from fastrnn.kernels.blas import gemm_memview
 
@@ -74,6 +74,13 @@ class _Parameters:
                               self.dtype, strict)
         for name, value in staged.items():
             self._params[name][...] = value
+
+    def __setstate__(self, state):
+        # Unpickled arrays start wherever NumPy puts them; parameters start on cache
+        # lines (see aligned_param), and a copy owns its parameters.
+        self.__dict__.update(state)
+        self._params = {name: aligned_param(value, value.dtype)
+                        for name, value in self._params.items()}
 
 
 def _stage_state(state_dict, shapes, dtype, strict):
@@ -150,7 +157,7 @@ class Embedding(_Parameters):
         weight = rng.standard_normal((self.num_embeddings, self.embedding_dim))
         if padding_idx is not None:
             weight[padding_idx] = 0
-        self._params = {"weight": weight.astype(self.dtype)}
+        self._params = {"weight": aligned_param(weight, self.dtype)}
 
     def _config(self):
         return dict(num_embeddings=self.num_embeddings, embedding_dim=self.embedding_dim,
@@ -292,7 +299,7 @@ class Dense(_Parameters):
                                                               self.in_features))}
         if self.bias:
             self._params["bias"] = rng.uniform(-bound, bound, self.out_features)
-        self._params = {k: v.astype(self.dtype) for k, v in self._params.items()}
+        self._params = {k: aligned_param(v, self.dtype) for k, v in self._params.items()}
 
     def _config(self):
         return dict(in_features=self.in_features, out_features=self.out_features,

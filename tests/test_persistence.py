@@ -86,6 +86,22 @@ def test_copies_own_their_parameters(layer):
         assert clone != layer
 
 
+def test_parameters_start_on_cache_lines(tmp_path):
+    """Every parameter starts on a 64-byte boundary (a stream's step loads the weights'
+    rows a vector at a time), in a new layer and in every copy of one."""
+    model = fastrnn.Sequential([fastrnn.Embedding(20, 5, dtype="float64", seed=1),
+                                *COVERAGE_LAYERS[:1],
+                                fastrnn.FinalState(), fastrnn.Dense(6, 3, dtype="float64", seed=2)])
+    model.save(tmp_path / "model.npz")
+    copies = [model, fastrnn.load(tmp_path / "model.npz"), pickle.loads(pickle.dumps(model)),
+              copy.deepcopy(model)]
+    for layer in [p.values[0] for p in all_layers()]:
+        copies += [layer, pickle.loads(pickle.dumps(layer)), copy.copy(layer)]
+    for item in copies:
+        for name, p in item.params.items():
+            assert p.ctypes.data % 64 == 0 and p.flags.c_contiguous, (type(item), name)
+
+
 def test_pickle_keeps_the_dropout_generator(rng):
     layer = fastrnn.GRU(3, 6, num_layers=3, dropout=0.5, dtype="float64", seed=5)
     x = layer_input(layer, rng, T=6, B=4)
