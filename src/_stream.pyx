@@ -8,25 +8,16 @@ memoryview acquisitions, the GIL released while the kernels run.
 """
 
 cimport numpy as cnp
+from cython cimport floating
 from cython.parallel cimport parallel
 from libc.string cimport memcpy
 from fastrnn.kernels.common cimport (
     fastrnn_team_sync, fastrnn_team_barrier, fastrnn_flush_denormals,
     fastrnn_restore_fp_mode, omp_get_thread_num, omp_get_num_threads, split_units,
-    lstm_row, gru_row, rnn_row)
+    gemv_rows, lstm_row, gru_row, rnn_row)
 from fastrnn.kernels.gru cimport gru_forward, gru_workspace_size
 from fastrnn.kernels.lstm cimport lstm_forward, lstm_workspace_size
 from fastrnn.kernels.rnn cimport rnn_forward, rnn_workspace_size
-
-cdef extern from "fastrnn/kernels/_gemv_rows.h":
-    void fastrnn_gemv_rows_f32(const float* w, Py_ssize_t ldw, Py_ssize_t K, const float* v,
-                               Py_ssize_t ldv, Py_ssize_t nv, const float* bias, float* y,
-                               Py_ssize_t ldy, Py_ssize_t r0, Py_ssize_t r1,
-                               int accumulate) noexcept nogil
-    void fastrnn_gemv_rows_f64(const double* w, Py_ssize_t ldw, Py_ssize_t K,
-                               const double* v, Py_ssize_t ldv, Py_ssize_t nv,
-                               const double* bias, double* y, Py_ssize_t ldy, Py_ssize_t r0,
-                               Py_ssize_t r1, int accumulate) noexcept nogil
 
 import numpy as np
 
@@ -226,66 +217,51 @@ cdef class StreamCore:
         return oa
 
 
-ctypedef fused real:
-    float
-    double
-
-
-cdef inline void _step_layer(StreamCore s, int k, real* x, real* out) noexcept nogil:
+cdef inline void _step_layer(StreamCore s, int k, floating* x, floating* out) noexcept nogil:
     # h0 and h_n (c0 and c_n) may be the same buffer: the kernels read the initial
     # state before they write any final state.
     if s.cell == CELL_LSTM:
-        lstm_forward[real](1, s.B, s.in_sizes[k], s.H, s.P, NULL, False, x,
-                           <real*>s.w_ih[k], <real*>s.w_hh[k], <real*>s.b_ih[k],
-                           <real*>s.b_hh[k], <real*>s.w_hr[k], <real*>s.h[k],
-                           <real*>s.c[k], out, s.P, <real*>s.h[k], <real*>s.c[k],
-                           NULL, NULL, NULL, NULL, NULL, <real*>s.work, s.num_threads)
+        lstm_forward[floating](1, s.B, s.in_sizes[k], s.H, s.P, NULL, False, x,
+                           <floating*>s.w_ih[k], <floating*>s.w_hh[k], <floating*>s.b_ih[k],
+                           <floating*>s.b_hh[k], <floating*>s.w_hr[k], <floating*>s.h[k],
+                           <floating*>s.c[k], out, s.P, <floating*>s.h[k], <floating*>s.c[k],
+                           NULL, NULL, NULL, NULL, NULL, <floating*>s.work, s.num_threads)
     elif s.cell == CELL_GRU:
-        gru_forward[real](1, s.B, s.in_sizes[k], s.H, NULL, False, s.reset_after, x,
-                          <real*>s.w_ih[k], <real*>s.w_hh[k], <real*>s.b_ih[k],
-                          <real*>s.b_hh[k], <real*>s.h[k], out, s.H, <real*>s.h[k],
-                          NULL, NULL, NULL, <real*>s.work, s.num_threads)
+        gru_forward[floating](1, s.B, s.in_sizes[k], s.H, NULL, False, s.reset_after, x,
+                          <floating*>s.w_ih[k], <floating*>s.w_hh[k], <floating*>s.b_ih[k],
+                          <floating*>s.b_hh[k], <floating*>s.h[k], out, s.H, <floating*>s.h[k],
+                          NULL, NULL, NULL, <floating*>s.work, s.num_threads)
     else:
-        rnn_forward[real](1, s.B, s.in_sizes[k], s.H, NULL, False, s.activation, x,
-                          <real*>s.w_ih[k], <real*>s.w_hh[k], <real*>s.b_ih[k],
-                          <real*>s.b_hh[k], <real*>s.h[k], out, s.H, <real*>s.h[k],
-                          NULL, NULL, <real*>s.work, s.num_threads)
+        rnn_forward[floating](1, s.B, s.in_sizes[k], s.H, NULL, False, s.activation, x,
+                          <floating*>s.w_ih[k], <floating*>s.w_hh[k], <floating*>s.b_ih[k],
+                          <floating*>s.b_hh[k], <floating*>s.h[k], out, s.H, <floating*>s.h[k],
+                          NULL, NULL, <floating*>s.work, s.num_threads)
 
 
-cdef inline void _gemv_rows(const real* w, Py_ssize_t ldw, Py_ssize_t K, const real* v,
-                            Py_ssize_t ldv, Py_ssize_t nv, const real* bias, real* y,
-                            Py_ssize_t ldy, Py_ssize_t r0, Py_ssize_t r1,
-                            bint accumulate) noexcept nogil:
-    if real is float:
-        fastrnn_gemv_rows_f32(w, ldw, K, v, ldv, nv, bias, y, ldy, r0, r1, accumulate)
-    else:
-        fastrnn_gemv_rows_f64(w, ldw, K, v, ldv, nv, bias, y, ldy, r0, r1, accumulate)
-
-
-cdef void _row_step(StreamCore s, int k, const real* x, real* out, Py_ssize_t j0,
+cdef void _row_step(StreamCore s, int k, const floating* x, floating* out, Py_ssize_t j0,
                     Py_ssize_t j1) noexcept nogil:
     """One step of layer k for the units [j0, j1) of every row: each gate's rows of
     W_ih x + W_hh h straight from the layer's weights, then the cell's pass.
     Writes the new h of those units to ``out``; the LSTM's c in place."""
     cdef Py_ssize_t I = s.in_sizes[k], H = s.H, B = s.B, g, b, n_gates, G
-    cdef real* pre = <real*>s.pre[k]
-    cdef real* hn = <real*>s.hn[k]
-    cdef const real* h = <real*>s.h[k]
-    cdef real* c = <real*>s.c[k]
-    cdef const real* w_ih = <real*>s.w_ih[k]
-    cdef const real* w_hh = <real*>s.w_hh[k]
-    cdef const real* b_ih = <real*>s.b_ih[k]
-    cdef const real* b_hh = <real*>s.b_hh[k]
-    cdef const real* b_hn = b_hh + 2 * H if b_hh != NULL else NULL
+    cdef floating* pre = <floating*>s.pre[k]
+    cdef floating* hn = <floating*>s.hn[k]
+    cdef const floating* h = <floating*>s.h[k]
+    cdef floating* c = <floating*>s.c[k]
+    cdef const floating* w_ih = <floating*>s.w_ih[k]
+    cdef const floating* w_hh = <floating*>s.w_hh[k]
+    cdef const floating* b_ih = <floating*>s.b_ih[k]
+    cdef const floating* b_hh = <floating*>s.b_hh[k]
+    cdef const floating* b_hn = b_hh + 2 * H if b_hh != NULL else NULL
     n_gates = 4 if s.cell == CELL_LSTM else 3 if s.cell == CELL_GRU else 1
     G = n_gates * H
     for g in range(n_gates):
-        _gemv_rows(w_ih, I, I, x, I, B, b_ih, pre, G, g * H + j0, g * H + j1, False)
+        gemv_rows(w_ih, I, I, x, I, B, b_ih, pre, G, g * H + j0, g * H + j1, False)
         if s.cell == CELL_GRU and g == 2:
             # W_hn h stays apart: r multiplies it (and b_hn, added by the cell pass).
-            _gemv_rows(w_hh + 2 * H * H, H, H, h, H, B, NULL, hn, H, j0, j1, False)
+            gemv_rows(w_hh + 2 * H * H, H, H, h, H, B, NULL, hn, H, j0, j1, False)
         else:
-            _gemv_rows(w_hh, H, H, h, H, B, b_hh, pre, G, g * H + j0, g * H + j1, True)
+            gemv_rows(w_hh, H, H, h, H, B, b_hh, pre, G, g * H + j0, g * H + j1, True)
     for b in range(B):
         if s.cell == CELL_LSTM:
             lstm_row(pre + b * G, c + b * H, out + b * H, NULL, NULL, H, j0, j1, False)

@@ -26,7 +26,7 @@ from fastrnn.kernels.common cimport (
     tanh_, total_rows, active_rows, rows_finishing_from, fill_bias, column_sums,
     copy_block, chunk_steps, chunk_first_row, publish_step, gru_row, gru_rz_row,
     gru_n_row, gru_grad_row, gru_rh_grad_row, gates_gemm, weight_grad,
-    fastrnn_packed_size, alloc_packed, pack_weights, step_gemm, input_grad,
+    fastrnn_packed_size, alloc_packed, pack_weights, step_gemm, rows_product, recurrent_gemm, input_grad,
     input_grad_packed_size, split_batch, batch_split_pays)
 
 
@@ -55,6 +55,7 @@ cdef Py_ssize_t gru_workspace_size(Py_ssize_t T, Py_ssize_t B, Py_ssize_t H,
 cdef Py_ssize_t gru_backward_workspace_size(Py_ssize_t B, Py_ssize_t H) noexcept nogil:
     """Elements of scratch for gru_backward: d(r * h) of one step."""
     return B * H
+
 
 
 cdef void _forward_body(
@@ -92,6 +93,9 @@ cdef void _forward_body(
     cdef floating* packed_rz = packed
     cdef floating* packed_n = packed + fastrnn_packed_size(2, H, H) if packed != NULL else NULL
 
+    # A few rows step on W_hh as the layer holds it, unpacked.
+    cdef bint rows_hh = not by_batch and rows_product(B)
+
     cdef unsigned int fp_mode = fastrnn_flush_denormals()
     cdef int sense = 0
     split_units(H, tid, nt, &j0, &j1)
@@ -104,7 +108,7 @@ cdef void _forward_body(
                          packed + g * fastrnn_packed_size(1, H, H))
         split_batch(T, B, batch_sizes, tid, nt, &r0, &r1)
         k0, k1 = 0, H
-    else:
+    elif not rows_hh:
         pack_weights(w_hh, True, H, 2, H, j0, j1, packed_rz)
         pack_weights(w_hh + 2 * H * H, True, H, 1, H, j0, j1, packed_n)
     copy_block(h_cur, H, h0, H, B, j0, j1)
@@ -134,12 +138,12 @@ cdef void _forward_body(
             m1 = max(m0, min(r1, bs))
             xp_row = xp + (row if training else row - base) * G
             finish = rows_finishing_from(T, B, batch_sizes, t, up, bs)
-            step_gemm(m1 - m0, H, h_cur + m0 * H, H, w_hh, True, packed_rz, 2, H, k0, k1,
-                      xp_row + m0 * G, G, True)
+            recurrent_gemm(rows_hh, m1 - m0, H, h_cur + m0 * H, H, w_hh, packed_rz, 2, H,
+                           k0, k1, xp_row + m0 * G, G, True)
             if reset_after:
                 hn_t = hns + row * H if training else hn_scratch
-                step_gemm(m1 - m0, H, h_cur + m0 * H, H, w_hh + 2 * H * H, True, packed_n, 1,
-                          H, k0, k1, hn_t + m0 * H, H, False)
+                recurrent_gemm(rows_hh, m1 - m0, H, h_cur + m0 * H, H, w_hh + 2 * H * H,
+                               packed_n, 1, H, k0, k1, hn_t + m0 * H, H, False)
                 for b in range(m0, m1):
                     gru_row(xp_row + b * G, hn_t + b * H, b_hn, h_cur + b * H,
                             h_next + b * H, H, k0, k1, training)
@@ -150,8 +154,8 @@ cdef void _forward_body(
                     gru_rz_row(xp_row + b * G, h_cur + b * H, rh_t + b * H, H, k0, k1)
                 if not by_batch:
                     fastrnn_team_barrier(sync, nt, &sense)
-                step_gemm(m1 - m0, H, rh_t + m0 * H, H, w_hh + 2 * H * H, True, packed_n, 1,
-                          H, k0, k1, hn_scratch + m0 * H, H, False)
+                recurrent_gemm(rows_hh, m1 - m0, H, rh_t + m0 * H, H, w_hh + 2 * H * H,
+                               packed_n, 1, H, k0, k1, hn_scratch + m0 * H, H, False)
                 for b in range(m0, m1):
                     gru_n_row(xp_row + b * G, hn_scratch + b * H, b_hn, h_cur + b * H,
                               h_next + b * H, H, k0, k1, training)

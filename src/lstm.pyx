@@ -42,7 +42,7 @@ from fastrnn.kernels.common cimport (
     copy_block, chunk_steps, chunk_first_row, publish_step, lstm_row, lstm_grad_row,
     gates_gemm, weight_grad, fastrnn_packed_size, alloc_packed, pack_weights, pack_stacked,
     step_gemm, input_grad, input_grad_packed_size, alloc_stacked_grads, stacked_weight_grads,
-    split_batch, batch_split_pays)
+    split_batch, batch_split_pays, rows_product, recurrent_gemm)
 
 
 cdef Py_ssize_t lstm_workspace_size(Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, Py_ssize_t P,
@@ -101,6 +101,7 @@ cdef inline bint stack_input(Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize_
     return 4 * (H // nt + 8) * (I + P) * <Py_ssize_t>item <= 512 * 1024
 
 
+
 cdef void _forward_body(
         Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize_t P,
         const Py_ssize_t* batch_sizes, bint reverse,
@@ -141,6 +142,9 @@ cdef void _forward_body(
     cdef floating* packed_hr = (packed + fastrnn_packed_size(4, H, P)
                                 if packed != NULL and proj else NULL)
 
+    # A few rows step on W_hh as the layer holds it (rows_gemm), unpacked.
+    cdef bint rows_hh = not stacked and rows_product(B)
+
     cdef unsigned int fp_mode = fastrnn_flush_denormals()
     cdef int sense = 0
     split_units(H, tid, nt, &j0, &j1)
@@ -155,7 +159,7 @@ cdef void _forward_body(
                          packed_hh + g * fastrnn_packed_size(1, H, I + P))
     elif stacked:
         pack_stacked(w_ih, I, w_hh, P, 4, H, j0, j1, packed_hh)
-    else:
+    elif not rows_hh:
         pack_weights(w_hh, True, P, 4, H, j0, j1, packed_hh)
     pack_weights(w_hr, True, H, 1, P, p0, p1, packed_hr)
     # Both h buffers start at h0: rows that join late (reverse walk) read h0 from either.
@@ -203,8 +207,8 @@ cdef void _forward_body(
                           4, H, j0, j1, xp_row + m0 * G, G, True)
             else:
                 xp_row = xp + (row if training else row - base) * G
-                step_gemm(bs, P, h_cur, ldh, w_hh, True, packed_hh, 4, H, j0, j1, xp_row,
-                          G, True)
+                recurrent_gemm(rows_hh, bs, P, h_cur, ldh, w_hh, packed_hh, 4, H, j0, j1,
+                               xp_row, G, True)
             finish = rows_finishing_from(T, B, batch_sizes, t, up, bs)
             r_t = (rs + row * H if training else r_scratch) if proj else h_next
             for b in range(m0, m1):
@@ -458,6 +462,12 @@ def splits_batch(Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize_t P, int num
     """Whether a team of num_threads splits the batch rather than the hidden units
     (for tests: they must reach both ways of sharing the work)."""
     return bool(split_batch_fits(B, I, H, P, num_threads, itemsize))
+
+
+def steps_on_rows(Py_ssize_t B):
+    """Whether the forward walks of every cell multiply the recurrent weights as the
+    layer holds them, unpacked (for tests: they must reach both products)."""
+    return bool(rows_product(B))
 
 
 def forward(Py_ssize_t T, Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize_t P,

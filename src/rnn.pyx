@@ -19,7 +19,7 @@ from fastrnn.kernels.common cimport (
     fastrnn_flush_denormals, fastrnn_restore_fp_mode, split_units, sigmoid,
     tanh_, total_rows, active_rows, rows_finishing_from, fill_bias, column_sums,
     copy_block, chunk_steps, chunk_first_row, publish_step, rnn_row, rnn_grad_row,
-    fastrnn_packed_size, alloc_packed, pack_weights, step_gemm, weight_grad, input_grad,
+    fastrnn_packed_size, alloc_packed, pack_weights, step_gemm, rows_product, recurrent_gemm, weight_grad, input_grad,
     input_grad_packed_size)
 
 ACTIVATIONS = {"tanh": ACT_TANH, "relu": ACT_RELU, "sigmoid": ACT_SIGMOID}
@@ -31,6 +31,7 @@ cdef Py_ssize_t rnn_workspace_size(Py_ssize_t T, Py_ssize_t B, Py_ssize_t H,
     if training:
         return 2 * B * H
     return 2 * B * H + chunk_steps(T, B, 0) * B * H
+
 
 
 cdef void _forward_body(
@@ -54,11 +55,15 @@ cdef void _forward_body(
     cdef floating* xp = hs if training else work + 2 * B * H
     cdef floating* xp_row
 
+    # A few rows step on W_hh as the layer holds it, unpacked.
+    cdef bint rows_hh = rows_product(B)
+
     cdef unsigned int fp_mode = fastrnn_flush_denormals()
     cdef int sense = 0
     split_units(H, tid, nt, &j0, &j1)
     hk = j1 - j0
-    pack_weights(w_hh, True, H, 1, H, j0, j1, packed)     # W_hh's rows of the thread's units
+    if not rows_hh:
+        pack_weights(w_hh, True, H, 1, H, j0, j1, packed)  # W_hh's rows of the thread's units
     copy_block(h_cur, H, h0, H, B, j0, j1)
     copy_block(h_next, H, h0, H, B, j0, j1)
     fastrnn_team_barrier(sync, nt, &sense)
@@ -79,7 +84,8 @@ cdef void _forward_body(
                 off -= bs
             row = off
             xp_row = xp + (row if training else row - base) * H
-            step_gemm(bs, H, h_cur, H, w_hh, True, packed, 1, H, j0, j1, xp_row, H, True)
+            recurrent_gemm(rows_hh, bs, H, h_cur, H, w_hh, packed, 1, H, j0, j1, xp_row, H,
+                           True)
             finish = rows_finishing_from(T, B, batch_sizes, t, up, bs)
             for b in range(bs):
                 rnn_row(xp_row + b * H, h_next + b * H, j0, j1, activation, training)

@@ -169,6 +169,25 @@ def test_batch_split(cell, B, I, H, dtype, rng):
                 lengths=random_lengths(rng, B, 520 // B + 3))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("cell", cell_params())
+def test_single_row_steps_on_unpacked_weights(cell, dtype, rng):
+    """A batch of one row multiplies the recurrent weights as the layer holds them:
+    a team of threads, each its units of every gate (204 units: shares in blocks of
+    8, the last gate rows of each share short of a block of 8 for the gemv's tail),
+    long enough that a bigger batch would pack them; a second layer, both walks
+    (two threads each in training, four each in inference), initial states, and
+    forward_train's walk too."""
+    from fastrnn.kernels import lstm
+    from fastrnn._config import kernel_threads
+    assert lstm.steps_on_rows(1) and not lstm.steps_on_rows(2)
+    assert kernel_threads(1, cell.make(7, 204).gate_count, 204, 7, budget=2) == 2
+    with fastrnn.thread_limit(4):
+        compare(cell, dtype, rng, T=40, B=1, I=7, H=204, num_layers=2, bidirectional=True,
+                with_hx=True)
+        compare(cell, dtype, rng, T=33, B=1, I=3, H=204, batch_first=True)
+
+
 @pytest.mark.parametrize("cell", cell_params())
 def test_gradients_into_padded_steps_are_ignored(cell, rng):
     """dy at padded steps does not change any gradient, on either backend."""
