@@ -41,7 +41,7 @@ from fastrnn.kernels.common cimport (
     tanh_, total_rows, active_rows, rows_finishing_from, fill_bias, column_sums,
     copy_block, chunk_steps, chunk_first_row, publish_step, lstm_row, lstm_grad_row,
     gates_gemm, weight_grad, fastrnn_packed_size, alloc_packed, pack_weights, pack_stacked,
-    step_gemm, input_grad, input_grad_packed_size, alloc_stacked_grads, stacked_weight_grads,
+    step_gemm, input_grad, input_grad_packed_size, stacked_weight_grads,
     split_batch, batch_split_pays, rows_product, recurrent_gemm)
 
 
@@ -294,7 +294,7 @@ cdef void _backward_body(
         const floating* dy, Py_ssize_t ldy, const floating* dh_n, const floating* dc_n,
         floating* dx, bint accumulate_dx, floating* dh0, floating* dc0,
         floating* dw_ih, floating* dw_hh, floating* db, floating* dw_hr,
-        floating* work, floating* packed, floating* stacked, bint by_batch, int tid,
+        floating* work, floating* packed, bint by_batch, int tid,
         int nt, fastrnn_team_sync* sync) noexcept nogil:
     # Backward walks time the other way round from the forward pass.
     cdef bint up = reverse
@@ -314,7 +314,7 @@ cdef void _backward_body(
     cdef floating* packed_ih = (packed + fastrnn_packed_size(1, P, G)
                                 + (fastrnn_packed_size(1, H, P) if proj else 0)
                                 if packed != NULL and input_grad_packed_size(I, G) else NULL)
-    cdef Py_ssize_t i0, i1, u0, u1
+    cdef Py_ssize_t i0, i1
     # The rows this thread steps (as in _forward_body), and at each step its active ones.
     cdef Py_ssize_t r0 = 0, r1 = B, m0, m1
 
@@ -334,7 +334,6 @@ cdef void _backward_body(
     if db != NULL:
         for g in range(4):
             column_sums(db, gates, 0, G, g * H + j0, g * H + j1, False)
-    u0, u1 = j0, j1
     if by_batch:
         # As in _forward_body: each thread all units of its rows, no barrier per step
         # (W_hh packed by its columns lies in one piece whoever packed each share).
@@ -379,13 +378,10 @@ cdef void _backward_body(
         if up:
             off += bs
     fastrnn_team_barrier(sync, nt, &sense)
-    if by_batch and db != NULL:
-        for g in range(4):
-            column_sums(db, gates, n_rows, G, g * H + u0, g * H + u1, False)
 
     # Whole-sequence weight gradients (the loop's last barrier made d_gates whole).
-    stacked_weight_grads(n_rows, G, gates, G, x, I, h_prevs, P, dw_ih, dw_hh, stacked,
-                         tid, nt, sync, &sense)
+    stacked_weight_grads(n_rows, G, gates, G, x, I, h_prevs, P, dw_ih, dw_hh,
+                         db if by_batch else NULL, tid, nt)
     if proj:
         weight_grad(n_rows, P, H, dh_all, P, rs, H, dw_hr, H, tid, nt)
     input_grad(n_rows, I, G, gates, w_ih, packed_ih, dx, accumulate_dx, tid, nt)
@@ -418,23 +414,20 @@ cdef void lstm_backward(
         x, total_rows(T, B, batch_sizes),
         fastrnn_packed_size(1, P, 4 * H) + (fastrnn_packed_size(1, H, P) if P != H else 0)
         + input_grad_packed_size(I, 4 * H))
-    cdef floating* stacked = alloc_stacked_grads(x, total_rows(T, B, batch_sizes), 4 * H,
-                                                 I + P)
     cdef bint by_batch = packed != NULL and split_batch_fits(
         B, I, H, P, num_threads, sizeof(floating))
     if num_threads <= 1:
         _backward_body(T, B, I, H, P, batch_sizes, reverse, x, w_ih, w_hh, w_hr, gates, cs,
                        c_prevs, h_prevs, rs, dy, ldy, dh_n, dc_n, dx, accumulate_dx, dh0,
-                       dc0, dw_ih, dw_hh, db, dw_hr, work, packed, stacked, False, 0, 1,
+                       dc0, dw_ih, dw_hh, db, dw_hr, work, packed, False, 0, 1,
                        &sync)
     else:
         with parallel(num_threads=num_threads):
             _backward_body(T, B, I, H, P, batch_sizes, reverse, x, w_ih, w_hh, w_hr, gates,
                            cs, c_prevs, h_prevs, rs, dy, ldy, dh_n, dc_n, dx, accumulate_dx,
-                           dh0, dc0, dw_ih, dw_hh, db, dw_hr, work, packed, stacked,
+                           dh0, dc0, dw_ih, dw_hh, db, dw_hr, work, packed,
                            by_batch, omp_get_thread_num(), omp_get_num_threads(), &sync)
     free(packed)
-    free(stacked)
 
 
 # ----------------------------------------------------------------- Python entry points

@@ -171,6 +171,21 @@ def test_batch_split(cell, B, I, H, dtype, rng):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("cell", cell_params())
+def test_weight_gradients_over_chunks_and_column_blocks(cell, dtype, rng):
+    """The weight gradients' own tiles (fastrnn_weight_grad): more rows than one chunk
+    (at most 512 rows of d packed at a time), 140 inputs (more columns than one block
+    of packed inputs: 64 in float32, 32 in float64), 37 units (column and row tails of
+    the tiles), shares of a team of threads; with a batch of 17 the LSTM splits the
+    batch and sums its bias gradient as it copies d, with 5 it splits units and sums
+    it step by step."""
+    with fastrnn.thread_limit(4):
+        compare(cell, dtype, rng, T=40, B=17, I=140, H=37)
+        compare(cell, dtype, rng, T=110, B=5, I=140, H=37, bidirectional=True,
+                lengths=np.maximum(random_lengths(rng, 5, 110), 104))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("cell", cell_params())
 def test_single_row_steps_on_unpacked_weights(cell, dtype, rng):
     """A batch of one row multiplies the recurrent weights as the layer holds them:
     a team of threads, each its units of every gate (204 units: shares in blocks of

@@ -76,8 +76,8 @@ static inline ptrdiff_t fastrnn_packed_size(ptrdiff_t n_gates, ptrdiff_t H, ptrd
 #else
 #define FASTRNN_PG_TILE_ATTR
 #endif
-#define FASTRNN_DEFINE_TILE(SUF, T, V, MR, NG, KU)                                     \
-FASTRNN_PG_TILE_ATTR static void fastrnn_pg_tile_##SUF##_##MR##_##NG(                  \
+#define FASTRNN_DEFINE_TILE(NAME, SUF, T, V, MR, NG, KU, MS, KS)                       \
+FASTRNN_PG_TILE_ATTR static void NAME##_##SUF##_##MR##_##NG(                           \
         ptrdiff_t K, const T* a, ptrdiff_t lda, const T* bp, T* const* c,              \
         const int* width, ptrdiff_t ldc, int accumulate) {                             \
     V acc[KU][MR][NG];                                                                 \
@@ -95,7 +95,7 @@ FASTRNN_PG_TILE_ATTR static void fastrnn_pg_tile_##SUF##_##MR##_##NG(           
                     FASTRNN_IN_REGISTER_##SUF(b[g]);                                   \
             }                                                                          \
             FASTRNN_UNROLL for (int m = 0; m < MR; m++) {                              \
-                T s = a[m * lda + k + u];                                              \
+                T s = a[m * MS + (k + u) * KS];                                            \
                 V av = {s, s, s, s, s, s, s, s};                                       \
                 FASTRNN_UNROLL for (int g = 0; g < NG; g++)                            \
                     acc[u][m][g] += av * b[g];                                         \
@@ -107,7 +107,7 @@ FASTRNN_PG_TILE_ATTR static void fastrnn_pg_tile_##SUF##_##MR##_##NG(           
         FASTRNN_UNROLL for (int g = 0; g < NG; g++)                                    \
             memcpy(&b[g], bp + (g * K + k) * FASTRNN_GROUP, sizeof(V));                \
         FASTRNN_UNROLL for (int m = 0; m < MR; m++) {                                  \
-            T s = a[m * lda + k];                                                      \
+            T s = a[m * MS + k * KS];                                                      \
             V av = {s, s, s, s, s, s, s, s};                                           \
             FASTRNN_UNROLL for (int g = 0; g < NG; g++)                                \
                 acc[0][m][g] += av * b[g];                                             \
@@ -174,6 +174,69 @@ static void fastrnn_pack_rows8_f64(const double* src, ptrdiff_t ld, ptrdiff_t K,
         for (ptrdiff_t k = 0; k < K; k++)
             dst[k * 8 + e] = src[e * ld + k];
 }
+
+/* The tiles and their accumulator sets (KU): at least 8 vector FMAs in flight (two
+   FMA units of four cycles' latency) without running out of the 16 vector
+   registers.  float32: a group is one 8-lane vector; tiles up to 6 rows x 2 groups.
+   float64: a group is two 4-lane vectors; tiles up to 3 rows x 2 groups. */
+#define FASTRNN_DEFINE_TILES_f32(NAME, MS, KS)                                         \
+    FASTRNN_DEFINE_TILE(NAME, f32, float, fastrnn_v8f, 6, 2, 1, MS, KS)                \
+    FASTRNN_DEFINE_TILE(NAME, f32, float, fastrnn_v8f, 6, 1, 2, MS, KS)                \
+    FASTRNN_DEFINE_TILE(NAME, f32, float, fastrnn_v8f, 5, 2, 1, MS, KS)                \
+    FASTRNN_DEFINE_TILE(NAME, f32, float, fastrnn_v8f, 5, 1, 2, MS, KS)                \
+    FASTRNN_DEFINE_TILE(NAME, f32, float, fastrnn_v8f, 4, 2, 1, MS, KS)                \
+    FASTRNN_DEFINE_TILE(NAME, f32, float, fastrnn_v8f, 4, 1, 2, MS, KS)                \
+    FASTRNN_DEFINE_TILE(NAME, f32, float, fastrnn_v8f, 3, 2, 2, MS, KS)                \
+    FASTRNN_DEFINE_TILE(NAME, f32, float, fastrnn_v8f, 3, 1, 3, MS, KS)                \
+    FASTRNN_DEFINE_TILE(NAME, f32, float, fastrnn_v8f, 2, 2, 2, MS, KS)                \
+    FASTRNN_DEFINE_TILE(NAME, f32, float, fastrnn_v8f, 2, 1, 4, MS, KS)                \
+    FASTRNN_DEFINE_TILE(NAME, f32, float, fastrnn_v8f, 1, 2, 4, MS, KS)                \
+    FASTRNN_DEFINE_TILE(NAME, f32, float, fastrnn_v8f, 1, 1, 8, MS, KS)
+#define FASTRNN_DEFINE_TILES_f64(NAME, MS, KS)                                         \
+    FASTRNN_DEFINE_TILE(NAME, f64, double, fastrnn_v8d, 3, 2, 1, MS, KS)               \
+    FASTRNN_DEFINE_TILE(NAME, f64, double, fastrnn_v8d, 3, 1, 2, MS, KS)               \
+    FASTRNN_DEFINE_TILE(NAME, f64, double, fastrnn_v8d, 2, 2, 1, MS, KS)               \
+    FASTRNN_DEFINE_TILE(NAME, f64, double, fastrnn_v8d, 2, 1, 2, MS, KS)               \
+    FASTRNN_DEFINE_TILE(NAME, f64, double, fastrnn_v8d, 1, 2, 2, MS, KS)               \
+    FASTRNN_DEFINE_TILE(NAME, f64, double, fastrnn_v8d, 1, 1, 4, MS, KS)
+
+#define FASTRNN_PG_CASE(NAME, SUF, MR, NG)                                             \
+    case (MR) * 4 + (NG):                                                              \
+        NAME##_##SUF##_##MR##_##NG(K, a, lda, bp, c, width, ldc, accumulate);          \
+        return;
+#define FASTRNN_DISPATCH_SIGNATURE(NAME, SUF, T)                                       \
+static void NAME##_##SUF(int mr, int ng, ptrdiff_t K, const T* a, ptrdiff_t lda,       \
+        const T* bp, T* const* c, const int* width, ptrdiff_t ldc, int accumulate)
+#define FASTRNN_DEFINE_DISPATCH_f32(DISPATCH, NAME)                                    \
+FASTRNN_DISPATCH_SIGNATURE(DISPATCH, f32, float) {                                     \
+    switch (mr * 4 + ng) {                                                             \
+        FASTRNN_PG_CASE(NAME, f32, 6, 2) FASTRNN_PG_CASE(NAME, f32, 6, 1)              \
+        FASTRNN_PG_CASE(NAME, f32, 5, 2) FASTRNN_PG_CASE(NAME, f32, 5, 1)              \
+        FASTRNN_PG_CASE(NAME, f32, 4, 2) FASTRNN_PG_CASE(NAME, f32, 4, 1)              \
+        FASTRNN_PG_CASE(NAME, f32, 3, 2) FASTRNN_PG_CASE(NAME, f32, 3, 1)              \
+        FASTRNN_PG_CASE(NAME, f32, 2, 2) FASTRNN_PG_CASE(NAME, f32, 2, 1)              \
+        FASTRNN_PG_CASE(NAME, f32, 1, 2) FASTRNN_PG_CASE(NAME, f32, 1, 1)              \
+    }                                                                                  \
+}
+#define FASTRNN_DEFINE_DISPATCH_f64(DISPATCH, NAME)                                    \
+FASTRNN_DISPATCH_SIGNATURE(DISPATCH, f64, double) {                                    \
+    switch (mr * 4 + ng) {                                                             \
+        FASTRNN_PG_CASE(NAME, f64, 3, 2) FASTRNN_PG_CASE(NAME, f64, 3, 1)              \
+        FASTRNN_PG_CASE(NAME, f64, 2, 2) FASTRNN_PG_CASE(NAME, f64, 2, 1)              \
+        FASTRNN_PG_CASE(NAME, f64, 1, 2) FASTRNN_PG_CASE(NAME, f64, 1, 1)              \
+    }                                                                                  \
+}
+
+/* The steps' tiles read A(m, k) from row-major rows: a[m * lda + k]. */
+FASTRNN_DEFINE_TILES_f32(fastrnn_pg_tile, lda, 1)
+FASTRNN_DEFINE_TILES_f64(fastrnn_pg_tile, lda, 1)
+FASTRNN_DEFINE_DISPATCH_f32(fastrnn_pg_dispatch, fastrnn_pg_tile)
+FASTRNN_DEFINE_DISPATCH_f64(fastrnn_pg_dispatch, fastrnn_pg_tile)
+/* A weight gradient's tiles read A = d^T from the rows of d: A(m, k) = a[k * lda + m]. */
+FASTRNN_DEFINE_TILES_f32(fastrnn_wg_tile, 1, lda)
+FASTRNN_DEFINE_TILES_f64(fastrnn_wg_tile, 1, lda)
+FASTRNN_DEFINE_DISPATCH_f32(fastrnn_wg_dispatch, fastrnn_wg_tile)
+FASTRNN_DEFINE_DISPATCH_f64(fastrnn_wg_dispatch, fastrnn_wg_tile)
 
 #define FASTRNN_DEFINE_PACKED_GEMM(SUF, T, V, MR_MAX)                                  \
 /* Depths [k0, k0 + Kw) of the groups of depth K: B(k0 + k, col) = w[k * rs_k +        \
@@ -268,66 +331,115 @@ static void fastrnn_packed_gemm_##SUF(ptrdiff_t M, ptrdiff_t K, const T* a,     
     }                                                                                  \
 }
 
-#define FASTRNN_PG_CASE(SUF, MR, NG)                                                   \
-    case (MR) * 4 + (NG):                                                              \
-        fastrnn_pg_tile_##SUF##_##MR##_##NG(K, a, lda, bp, c, width, ldc, accumulate);  \
-        return;
-
-/* float32: a group is one 8-lane vector; tiles up to 6 rows x 2 groups.
-   float64: a group is two 4-lane vectors; tiles up to 3 rows x 2 groups. */
-static void fastrnn_pg_dispatch_f32(int mr, int ng, ptrdiff_t K, const float* a,
-        ptrdiff_t lda, const float* bp, float* const* c, const int* width,
-        ptrdiff_t ldc, int accumulate);
-static void fastrnn_pg_dispatch_f64(int mr, int ng, ptrdiff_t K, const double* a,
-        ptrdiff_t lda, const double* bp, double* const* c, const int* width,
-        ptrdiff_t ldc, int accumulate);
-
-/* The tiles and their accumulator sets (the last argument): at least 8 vector FMAs
-   in flight (two FMA units of four cycles' latency) without running out of the 16
-   vector registers. */
-FASTRNN_DEFINE_TILE(f32, float, fastrnn_v8f, 6, 2, 1)
-FASTRNN_DEFINE_TILE(f32, float, fastrnn_v8f, 6, 1, 2)
-FASTRNN_DEFINE_TILE(f32, float, fastrnn_v8f, 5, 2, 1)
-FASTRNN_DEFINE_TILE(f32, float, fastrnn_v8f, 5, 1, 2)
-FASTRNN_DEFINE_TILE(f32, float, fastrnn_v8f, 4, 2, 1)
-FASTRNN_DEFINE_TILE(f32, float, fastrnn_v8f, 4, 1, 2)
-FASTRNN_DEFINE_TILE(f32, float, fastrnn_v8f, 3, 2, 2)
-FASTRNN_DEFINE_TILE(f32, float, fastrnn_v8f, 3, 1, 3)
-FASTRNN_DEFINE_TILE(f32, float, fastrnn_v8f, 2, 2, 2)
-FASTRNN_DEFINE_TILE(f32, float, fastrnn_v8f, 2, 1, 4)
-FASTRNN_DEFINE_TILE(f32, float, fastrnn_v8f, 1, 2, 4)
-FASTRNN_DEFINE_TILE(f32, float, fastrnn_v8f, 1, 1, 8)
-FASTRNN_DEFINE_TILE(f64, double, fastrnn_v8d, 3, 2, 1)
-FASTRNN_DEFINE_TILE(f64, double, fastrnn_v8d, 3, 1, 2)
-FASTRNN_DEFINE_TILE(f64, double, fastrnn_v8d, 2, 2, 1)
-FASTRNN_DEFINE_TILE(f64, double, fastrnn_v8d, 2, 1, 2)
-FASTRNN_DEFINE_TILE(f64, double, fastrnn_v8d, 1, 2, 2)
-FASTRNN_DEFINE_TILE(f64, double, fastrnn_v8d, 1, 1, 4)
-
 FASTRNN_DEFINE_PACKED_GEMM(f32, float, fastrnn_v8f, 6)
 FASTRNN_DEFINE_PACKED_GEMM(f64, double, fastrnn_v8d, 3)
 
-static void fastrnn_pg_dispatch_f32(int mr, int ng, ptrdiff_t K, const float* a,
-        ptrdiff_t lda, const float* bp, float* const* c, const int* width,
-        ptrdiff_t ldc, int accumulate) {
-    switch (mr * 4 + ng) {
-        FASTRNN_PG_CASE(f32, 6, 2) FASTRNN_PG_CASE(f32, 6, 1)
-        FASTRNN_PG_CASE(f32, 5, 2) FASTRNN_PG_CASE(f32, 5, 1)
-        FASTRNN_PG_CASE(f32, 4, 2) FASTRNN_PG_CASE(f32, 4, 1)
-        FASTRNN_PG_CASE(f32, 3, 2) FASTRNN_PG_CASE(f32, 3, 1)
-        FASTRNN_PG_CASE(f32, 2, 2) FASTRNN_PG_CASE(f32, 2, 1)
-        FASTRNN_PG_CASE(f32, 1, 2) FASTRNN_PG_CASE(f32, 1, 1)
-    }
+/* A weight gradient's packed chunk of source rows should stay in L2 (512 KB a core
+   here) beside the rows of d it meets. */
+#define FASTRNN_WG_L2_BYTES 131072
+#define FASTRNN_DEFINE_WEIGHT_GRAD(SUF, T, MR_MAX)                                     \
+/* Rows of the sources packed at a time: as many as the L2 budget holds across all    \
+   their columns, at least 64 (each tile's pass is that deep) and at most 512. */     \
+static ptrdiff_t fastrnn_weight_grad_chunk_##SUF(ptrdiff_t n_src, const ptrdiff_t* k) { \
+    ptrdiff_t cols = 0;                                                                \
+    for (ptrdiff_t s = 0; s < n_src; s++)                                              \
+        cols += (k[s] + FASTRNN_GROUP - 1) / FASTRNN_GROUP * FASTRNN_GROUP;            \
+    ptrdiff_t rows = (ptrdiff_t)(FASTRNN_WG_L2_BYTES / sizeof(T)) / (cols > 0 ? cols : 1); \
+    return rows < 256 ? 256 : rows > 512 ? 512 : rows;                                 \
+}                                                                                      \
+/* Elements of fastrnn_weight_grad's packing buffer for sources of k[s] columns and   \
+   m1 - m0 = rows gradient rows. */                                                   \
+static ptrdiff_t fastrnn_weight_grad_size_##SUF(ptrdiff_t n_src, const ptrdiff_t* k,   \
+                                               ptrdiff_t rows) {                       \
+    ptrdiff_t cols = 0;                                                                \
+    for (ptrdiff_t s = 0; s < n_src; s++)                                              \
+        cols += (k[s] + FASTRNN_GROUP - 1) / FASTRNN_GROUP * FASTRNN_GROUP;            \
+    return (cols + (rows + MR_MAX - 1) / MR_MAX * MR_MAX)                              \
+           * fastrnn_weight_grad_chunk_##SUF(n_src, k);                                \
+}                                                                                      \
+                                                                                       \
+/* dw_s[m, c] = sum_n d[n, m] a_s[n, c] over the N rows of d (ldd apart) and of each  \
+   source s < n_src (a[s], lda[s] apart, c < k[s] columns; dw[s] row-major, ldw[s]   \
+   apart), for the gradient rows m0 <= m < m1.  d is not copied: the tiles broadcast \
+   its elements from its rows, as the steps' tiles do from theirs, where BLAS copies \
+   all of d (N x m, the big operand) into its own layout first.  The sources are     \
+   packed a chunk of rows at a time into ``packed`` (fastrnn_weight_grad_size        \
+   elements); each block of their columns that fits the L2 budget meets every row    \
+   tile of the chunk.  With db (not NULL), db[m] = sum_n d[n, m] for the same rows,  \
+   summed as d is copied (a bias gradient, without another pass over d). */          \
+static void fastrnn_weight_grad_##SUF(ptrdiff_t N, const T* d, ptrdiff_t ldd,          \
+        ptrdiff_t m0, ptrdiff_t m1, ptrdiff_t n_src, const T* const* a,                \
+        const ptrdiff_t* lda, const ptrdiff_t* k, T* const* dw, const ptrdiff_t* ldw,  \
+        T* db, T* packed) {                                                            \
+    ptrdiff_t chunk = fastrnn_weight_grad_chunk_##SUF(n_src, k);                       \
+    ptrdiff_t block = (ptrdiff_t)(FASTRNN_WG_L2_BYTES / sizeof(T)) / chunk;            \
+    block = block < 2 * FASTRNN_GROUP ? 2 * FASTRNN_GROUP                              \
+                                      : block / (2 * FASTRNN_GROUP) * 2 * FASTRNN_GROUP; \
+    if (m1 <= m0) return;                                                              \
+    if (db != NULL)                                                                    \
+        memset(db + m0, 0, (size_t)(m1 - m0) * sizeof(T));                             \
+    if (N <= 0) {                                                                      \
+        for (ptrdiff_t s = 0; s < n_src; s++)                                          \
+            for (ptrdiff_t m = m0; m < m1; m++)                                        \
+                memset(dw[s] + m * ldw[s], 0, (size_t)k[s] * sizeof(T));               \
+        return;                                                                        \
+    }                                                                                  \
+    ptrdiff_t n_cols = 0;                                                              \
+    for (ptrdiff_t s = 0; s < n_src; s++)                                              \
+        n_cols += (k[s] + FASTRNN_GROUP - 1) / FASTRNN_GROUP * FASTRNN_GROUP;          \
+    T* d_packed = packed + n_cols * chunk;                                             \
+    for (ptrdiff_t n0 = 0; n0 < N; n0 += chunk) {                                      \
+        ptrdiff_t nc = N - n0 < chunk ? N - n0 : chunk;                                \
+        T* src_packed = packed;                                                        \
+        for (ptrdiff_t s = 0; s < n_src; s++) {                                        \
+            fastrnn_pack_part_##SUF(a[s] + n0 * lda[s], lda[s], 1, nc, 0, nc, 1, k[s], \
+                                    0, k[s], src_packed);                              \
+            src_packed += (k[s] + FASTRNN_GROUP - 1) / FASTRNN_GROUP * FASTRNN_GROUP * nc; \
+        }                                                                              \
+        /* The chunk's rows of d, the thread's columns, copied tile by tile ((k,       \
+           MR_MAX) each).  d's rows are often 2^n elements apart (4H, 3H): walking down\
+           its columns tile by tile would reuse two sets of L1 and cross a page every  \
+           row or two, where the prefetchers stop; row by row, they stream. */         \
+        for (ptrdiff_t n = 0; n < nc; n++) {                                           \
+            const T* row = d + (n0 + n) * ldd + m0;                                    \
+            T* dst = d_packed + n * MR_MAX;                                            \
+            ptrdiff_t m = 0;                                                           \
+            for (; m + MR_MAX <= m1 - m0; m += MR_MAX, dst += nc * MR_MAX)             \
+                memcpy(dst, row + m, MR_MAX * sizeof(T));                              \
+            for (int i = 0; m + i < m1 - m0; i++)                                      \
+                dst[i] = row[m + i];                                                   \
+            if (db != NULL)                                                            \
+                for (ptrdiff_t i = 0; i < m1 - m0; i++)                                \
+                    db[m0 + i] += row[i];                                              \
+        }                                                                              \
+        src_packed = packed;                                                           \
+        for (ptrdiff_t s = 0; s < n_src; s++) {                                        \
+            for (ptrdiff_t c0 = 0; c0 < k[s]; c0 += block) {                           \
+                ptrdiff_t c1 = k[s] - c0 < block ? k[s] : c0 + block;                  \
+                for (ptrdiff_t m = m0; m < m1; m += MR_MAX) {                          \
+                    int mr = (int)(m1 - m < MR_MAX ? m1 - m : MR_MAX);                 \
+                    const T* am = d_packed + (m - m0) / MR_MAX * nc * MR_MAX;          \
+                    for (ptrdiff_t col = c0; col < c1; col += 2 * FASTRNN_GROUP) {     \
+                        int ng = c1 - col > FASTRNN_GROUP ? 2 : 1;                     \
+                        T* cm[2] = {dw[s] + m * ldw[s] + col,                          \
+                                    dw[s] + m * ldw[s] + col + FASTRNN_GROUP};         \
+                        int width[2];                                                  \
+                        for (int g = 0; g < 2; g++) {                                  \
+                            ptrdiff_t left = c1 - col - g * FASTRNN_GROUP;             \
+                            width[g] = (int)(left < FASTRNN_GROUP ? left : FASTRNN_GROUP);\
+                        }                                                              \
+                        fastrnn_wg_dispatch_##SUF(mr, ng, nc, am, MR_MAX,              \
+                                                  src_packed + col * nc, cm, width,    \
+                                                  ldw[s], n0 > 0);                     \
+                    }                                                                  \
+                }                                                                      \
+            }                                                                          \
+            src_packed += (k[s] + FASTRNN_GROUP - 1) / FASTRNN_GROUP * FASTRNN_GROUP * nc;\
+        }                                                                              \
+    }                                                                                  \
 }
 
-static void fastrnn_pg_dispatch_f64(int mr, int ng, ptrdiff_t K, const double* a,
-        ptrdiff_t lda, const double* bp, double* const* c, const int* width,
-        ptrdiff_t ldc, int accumulate) {
-    switch (mr * 4 + ng) {
-        FASTRNN_PG_CASE(f64, 3, 2) FASTRNN_PG_CASE(f64, 3, 1)
-        FASTRNN_PG_CASE(f64, 2, 2) FASTRNN_PG_CASE(f64, 2, 1)
-        FASTRNN_PG_CASE(f64, 1, 2) FASTRNN_PG_CASE(f64, 1, 1)
-    }
-}
+FASTRNN_DEFINE_WEIGHT_GRAD(f32, float, 6)
+FASTRNN_DEFINE_WEIGHT_GRAD(f64, double, 3)
 
 #endif

@@ -3,7 +3,7 @@
 # All are ``inline`` so they compile into each kernel module and cost no call.
 from cython cimport floating
 from libc.math cimport tanh
-from libc.stdlib cimport malloc
+from libc.stdlib cimport malloc, free
 
 from fastrnn.kernels.blas cimport gemm
 
@@ -167,6 +167,19 @@ cdef extern from "fastrnn/kernels/_packed_gemm.h":
                                  const double* packed, Py_ssize_t n_gates, Py_ssize_t H,
                                  Py_ssize_t j0, Py_ssize_t j1, double* c, Py_ssize_t ldc,
                                  int accumulate) noexcept nogil
+
+    Py_ssize_t fastrnn_weight_grad_size_f32(Py_ssize_t n_src, const Py_ssize_t* k,
+                                            Py_ssize_t rows) noexcept nogil
+    Py_ssize_t fastrnn_weight_grad_size_f64(Py_ssize_t n_src, const Py_ssize_t* k,
+                                            Py_ssize_t rows) noexcept nogil
+    void fastrnn_weight_grad_f32(Py_ssize_t N, const float* d, Py_ssize_t ldd, Py_ssize_t m0,
+                                 Py_ssize_t m1, Py_ssize_t n_src, const float** a,
+                                 const Py_ssize_t* lda, const Py_ssize_t* k, float** dw,
+                                 const Py_ssize_t* ldw, float* db, float* packed) noexcept nogil
+    void fastrnn_weight_grad_f64(Py_ssize_t N, const double* d, Py_ssize_t ldd, Py_ssize_t m0,
+                                 Py_ssize_t m1, Py_ssize_t n_src, const double** a,
+                                 const Py_ssize_t* lda, const Py_ssize_t* k, double** dw,
+                                 const Py_ssize_t* ldw, double* db, double* packed) noexcept nogil
 
 cdef extern from "fastrnn/kernels/_gemv_rows.h":
     void fastrnn_gemv_rows_f32(const float* w, Py_ssize_t ldw, Py_ssize_t K, const float* v,
@@ -491,68 +504,67 @@ cdef inline void gates_gemm(Py_ssize_t m, Py_ssize_t n_gates, Py_ssize_t H, Py_s
              beta, c + g * H + j0, ldc)
 
 
+cdef inline void weight_grads(Py_ssize_t n_rows, Py_ssize_t m, const floating* d,
+                              Py_ssize_t ldd, Py_ssize_t n_src, const floating** a,
+                              const Py_ssize_t* lda, const Py_ssize_t* k, floating** dw,
+                              const Py_ssize_t* ldw, floating* db, int tid,
+                              int nt) noexcept nogil:
+    """dw[s][:m, :k[s]] := d[:, :m]^T . a[s][:, :k[s]] over n_rows rows for each source
+    s < n_src: the whole-sequence weight gradients that share one d.  Each thread
+    makes the rows of its units of m on the packed micro-kernel's tiles
+    (fastrnn_weight_grad, _packed_gemm.h): d is copied once, a chunk of rows at a
+    time, for all the sources, and its copy summed into db[:m] when db is not NULL
+    (a bias gradient); BLAS would copy d (the big operand) once per weight and per
+    thread, and the sources (the narrow side) once per thread too.  Should its
+    scratch not be allocated, the thread makes the same rows with BLAS."""
+    cdef Py_ssize_t m0, m1, s
+    cdef floating* packed
+    split_units(m, tid, nt, &m0, &m1)
+    if m1 <= m0:
+        return
+    if floating is float:
+        packed = <floating*>malloc(fastrnn_weight_grad_size_f32(n_src, k, m1 - m0)
+                                   * sizeof(floating))
+    else:
+        packed = <floating*>malloc(fastrnn_weight_grad_size_f64(n_src, k, m1 - m0)
+                                   * sizeof(floating))
+    if packed != NULL:
+        if floating is float:
+            fastrnn_weight_grad_f32(n_rows, d, ldd, m0, m1, n_src, a, lda, k, dw, ldw, db,
+                                    packed)
+        else:
+            fastrnn_weight_grad_f64(n_rows, d, ldd, m0, m1, n_src, a, lda, k, dw, ldw, db,
+                                    packed)
+        free(packed)
+        return
+    for s in range(n_src):
+        gemm(True, False, m1 - m0, k[s], n_rows, <floating>1, d + m0, ldd, a[s], lda[s],
+             <floating>0, dw[s] + m0 * ldw[s], ldw[s])
+    if db != NULL:
+        column_sums(db, d, n_rows, ldd, m0, m1, False)
+
+
 cdef inline void weight_grad(Py_ssize_t n_rows, Py_ssize_t m, Py_ssize_t k,
                              const floating* d, Py_ssize_t ldd, const floating* a,
                              Py_ssize_t lda, floating* dw, Py_ssize_t ldw,
                              int tid, int nt) noexcept nogil:
-    """dw[:m, :k] := d[:, :m]^T . a[:, :k] over n_rows rows: a whole-sequence weight
-    gradient.  Each thread makes one GEMM over every row (no reduction between
-    threads) for a block of the larger of dw's two sides: BLAS packs the whole of
-    the other operand in every thread, so splitting m (the gates) packs d once and
-    a nt times, splitting k packs d nt times, and d (n_rows x gates) is the big one."""
-    cdef Py_ssize_t c0, c1
-    if m >= k:
-        split_units(m, tid, nt, &c0, &c1)
-        if c1 > c0:
-            gemm(True, False, c1 - c0, k, n_rows, <floating>1, d + c0, ldd, a, lda,
-                 <floating>0, dw + c0 * ldw, ldw)
-        return
-    split_units(k, tid, nt, &c0, &c1)
-    if c1 > c0:
-        gemm(True, False, m, c1 - c0, n_rows, <floating>1, d, ldd, a + c0, lda,
-             <floating>0, dw + c0, ldw)
-
-
-cdef inline floating* alloc_stacked_grads(const floating* like, Py_ssize_t n_rows,
-                                          Py_ssize_t m, Py_ssize_t k) noexcept nogil:
-    """Scratch for stacked_weight_grads (rows [a1 a2] and the stacked gradient, k
-    columns each), allocated before the team starts and freed after it.  NULL, and
-    the two GEMMs run apart, for short sequences, where gathering the k columns of
-    [a1 a2] copies at least as much as it saves (m <= k, the columns of d: an Elman
-    RNN, m = H, measured even), or if malloc fails."""
-    if n_rows < PACK_MIN_ROWS or m <= k:
-        return NULL
-    return <floating*>malloc((n_rows + m) * k * sizeof(floating))
+    """dw[:m, :k] := d[:, :m]^T . a[:, :k] over n_rows rows (weight_grads, one source)."""
+    weight_grads(n_rows, m, d, ldd, 1, &a, &lda, &k, &dw, &ldw, NULL, tid, nt)
 
 
 cdef inline void stacked_weight_grads(Py_ssize_t n_rows, Py_ssize_t m, const floating* d,
                                       Py_ssize_t ldd, const floating* a1, Py_ssize_t k1,
                                       const floating* a2, Py_ssize_t k2, floating* dw1,
-                                      floating* dw2, floating* scratch, int tid, int nt,
-                                      fastrnn_team_sync* sync, int* sense) noexcept nogil:
+                                      floating* dw2, floating* db, int tid,
+                                      int nt) noexcept nogil:
     """dw1 (m, k1) := d[:, :m]^T . a1 and dw2 (m, k2) := d[:, :m]^T . a2 over n_rows
-    rows (a1, a2 row-major, k1 and k2 wide).  With ``scratch`` (alloc_stacked_grads)
-    they are one GEMM, [dw1 dw2] = d^T . [a1 a2], over the rows [a1 a2] gathered
-    there: BLAS copies the big d once rather than once per gradient (measured: see
-    the README's backward).  Every thread calls it; it ends with a barrier."""
-    cdef Py_ssize_t k = k1 + k2, r0, r1
-    cdef floating* rows = scratch
-    cdef floating* dw = scratch + n_rows * k
-    if scratch == NULL:
-        weight_grad(n_rows, m, k1, d, ldd, a1, k1, dw1, k1, tid, nt)
-        weight_grad(n_rows, m, k2, d, ldd, a2, k2, dw2, k2, tid, nt)
-        fastrnn_team_barrier(sync, nt, sense)
-        return
-    split_rows(n_rows, tid, nt, &r0, &r1)
-    copy_block(rows + r0 * k, k, a1 + r0 * k1, k1, r1 - r0, 0, k1)
-    copy_block(rows + r0 * k + k1, k, a2 + r0 * k2, k2, r1 - r0, 0, k2)
-    fastrnn_team_barrier(sync, nt, sense)
-    weight_grad(n_rows, m, k, d, ldd, rows, k, dw, k, tid, nt)
-    fastrnn_team_barrier(sync, nt, sense)
-    split_rows(m, tid, nt, &r0, &r1)
-    copy_block(dw1 + r0 * k1, k1, dw + r0 * k, k, r1 - r0, 0, k1)
-    copy_block(dw2 + r0 * k2, k2, dw + r0 * k + k1, k, r1 - r0, 0, k2)
-    fastrnn_team_barrier(sync, nt, sense)
+    rows (a1, a2 row-major, k1 and k2 wide), d read once for both and, with db, for
+    its column sums (weight_grads)."""
+    cdef const floating* a[2]
+    cdef floating* dw[2]
+    cdef Py_ssize_t k[2]
+    a[0], a[1], dw[0], dw[1], k[0], k[1] = a1, a2, dw1, dw2, k1, k2
+    weight_grads(n_rows, m, d, ldd, 2, a, k, k, dw, k, db, tid, nt)
 
 
 cdef inline void publish_step(const floating* h_new, const floating* h_old, Py_ssize_t ld,
