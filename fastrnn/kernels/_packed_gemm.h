@@ -337,13 +337,19 @@ FASTRNN_DEFINE_PACKED_GEMM(f64, double, fastrnn_v8d, 3)
 /* A weight gradient's packed chunk of source rows should stay in L2 (512 KB a core
    here) beside the rows of d it meets. */
 #define FASTRNN_WG_L2_BYTES 131072
+/* The sources' columns, each source padded to whole groups. */
+static inline ptrdiff_t fastrnn_wg_columns(ptrdiff_t n_src, const ptrdiff_t* k) {
+    ptrdiff_t cols = 0;
+    for (ptrdiff_t s = 0; s < n_src; s++)
+        cols += (k[s] + FASTRNN_GROUP - 1) / FASTRNN_GROUP * FASTRNN_GROUP;
+    return cols;
+}
 #define FASTRNN_DEFINE_WEIGHT_GRAD(SUF, T, MR_MAX)                                     \
-/* Rows of the sources packed at a time: as many as the L2 budget holds across all    \
-   their columns, at least 64 (each tile's pass is that deep) and at most 512. */     \
+/* Rows packed at a time: as many as the L2 budget holds across all the sources'      \
+   columns, but at least 256 (dW's tiles are read and written once a chunk) and at    \
+   most 512. */                                                                       \
 static ptrdiff_t fastrnn_weight_grad_chunk_##SUF(ptrdiff_t n_src, const ptrdiff_t* k) { \
-    ptrdiff_t cols = 0;                                                                \
-    for (ptrdiff_t s = 0; s < n_src; s++)                                              \
-        cols += (k[s] + FASTRNN_GROUP - 1) / FASTRNN_GROUP * FASTRNN_GROUP;            \
+    ptrdiff_t cols = fastrnn_wg_columns(n_src, k);                                     \
     ptrdiff_t rows = (ptrdiff_t)(FASTRNN_WG_L2_BYTES / sizeof(T)) / (cols > 0 ? cols : 1); \
     return rows < 256 ? 256 : rows > 512 ? 512 : rows;                                 \
 }                                                                                      \
@@ -351,21 +357,19 @@ static ptrdiff_t fastrnn_weight_grad_chunk_##SUF(ptrdiff_t n_src, const ptrdiff_
    m1 - m0 = rows gradient rows. */                                                   \
 static ptrdiff_t fastrnn_weight_grad_size_##SUF(ptrdiff_t n_src, const ptrdiff_t* k,   \
                                                ptrdiff_t rows) {                       \
-    ptrdiff_t cols = 0;                                                                \
-    for (ptrdiff_t s = 0; s < n_src; s++)                                              \
-        cols += (k[s] + FASTRNN_GROUP - 1) / FASTRNN_GROUP * FASTRNN_GROUP;            \
+    ptrdiff_t cols = fastrnn_wg_columns(n_src, k);                                     \
     return (cols + (rows + MR_MAX - 1) / MR_MAX * MR_MAX)                              \
            * fastrnn_weight_grad_chunk_##SUF(n_src, k);                                \
 }                                                                                      \
                                                                                        \
 /* dw_s[m, c] = sum_n d[n, m] a_s[n, c] over the N rows of d (ldd apart) and of each  \
    source s < n_src (a[s], lda[s] apart, c < k[s] columns; dw[s] row-major, ldw[s]   \
-   apart), for the gradient rows m0 <= m < m1.  d is not copied: the tiles broadcast \
-   its elements from its rows, as the steps' tiles do from theirs, where BLAS copies \
-   all of d (N x m, the big operand) into its own layout first.  The sources are     \
-   packed a chunk of rows at a time into ``packed`` (fastrnn_weight_grad_size        \
-   elements); each block of their columns that fits the L2 budget meets every row    \
-   tile of the chunk.  With db (not NULL), db[m] = sum_n d[n, m] for the same rows,  \
+   apart), for the gradient rows m0 <= m < m1.  A chunk of rows at a time, the       \
+   thread's columns of d are copied once into row tiles (the tiles' A = d^T) and the \
+   sources packed into groups (their B), both into ``packed``                        \
+   (fastrnn_weight_grad_size elements); each block of the sources' columns that fits \
+   the L2 budget then meets every row tile.  BLAS copies d (N x m, the big operand)  \
+   once per weight.  With db (not NULL), db[m] = sum_n d[n, m] for the same rows,    \
    summed as d is copied (a bias gradient, without another pass over d). */          \
 static void fastrnn_weight_grad_##SUF(ptrdiff_t N, const T* d, ptrdiff_t ldd,          \
         ptrdiff_t m0, ptrdiff_t m1, ptrdiff_t n_src, const T* const* a,                \
@@ -384,17 +388,14 @@ static void fastrnn_weight_grad_##SUF(ptrdiff_t N, const T* d, ptrdiff_t ldd,   
                 memset(dw[s] + m * ldw[s], 0, (size_t)k[s] * sizeof(T));               \
         return;                                                                        \
     }                                                                                  \
-    ptrdiff_t n_cols = 0;                                                              \
-    for (ptrdiff_t s = 0; s < n_src; s++)                                              \
-        n_cols += (k[s] + FASTRNN_GROUP - 1) / FASTRNN_GROUP * FASTRNN_GROUP;          \
-    T* d_packed = packed + n_cols * chunk;                                             \
+    T* d_packed = packed + fastrnn_wg_columns(n_src, k) * chunk;                       \
     for (ptrdiff_t n0 = 0; n0 < N; n0 += chunk) {                                      \
         ptrdiff_t nc = N - n0 < chunk ? N - n0 : chunk;                                \
         T* src_packed = packed;                                                        \
         for (ptrdiff_t s = 0; s < n_src; s++) {                                        \
             fastrnn_pack_part_##SUF(a[s] + n0 * lda[s], lda[s], 1, nc, 0, nc, 1, k[s], \
                                     0, k[s], src_packed);                              \
-            src_packed += (k[s] + FASTRNN_GROUP - 1) / FASTRNN_GROUP * FASTRNN_GROUP * nc; \
+            src_packed += fastrnn_wg_columns(1, &k[s]) * nc;                           \
         }                                                                              \
         /* The chunk's rows of d, the thread's columns, copied tile by tile ((k,       \
            MR_MAX) each).  d's rows are often 2^n elements apart (4H, 3H): walking down\
@@ -434,7 +435,7 @@ static void fastrnn_weight_grad_##SUF(ptrdiff_t N, const T* d, ptrdiff_t ldd,   
                     }                                                                  \
                 }                                                                      \
             }                                                                          \
-            src_packed += (k[s] + FASTRNN_GROUP - 1) / FASTRNN_GROUP * FASTRNN_GROUP * nc;\
+            src_packed += fastrnn_wg_columns(1, &k[s]) * nc;                           \
         }                                                                              \
     }                                                                                  \
 }
