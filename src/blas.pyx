@@ -105,6 +105,7 @@ def gemm_memview(bint trans_a, bint trans_b, double alpha, floating[:, ::1] a,
 
 
 cdef extern from "fastrnn/kernels/_packed_gemm.h":
+    enum: FASTRNN_GROUP
     Py_ssize_t fastrnn_packed_size(Py_ssize_t n_gates, Py_ssize_t H, Py_ssize_t K) noexcept nogil
     void fastrnn_pack_f32(const float* w, Py_ssize_t rs_k, Py_ssize_t cs_n, Py_ssize_t K,
                           Py_ssize_t n_gates, Py_ssize_t H, Py_ssize_t j0, Py_ssize_t j1,
@@ -122,14 +123,21 @@ cdef extern from "fastrnn/kernels/_packed_gemm.h":
                                  int accumulate) noexcept nogil
 
 
+def packed_group():
+    """Columns of one group of packed weights: the unit a thread's share of the hidden
+    units comes in (16 when built for AVX-512, else 8)."""
+    return FASTRNN_GROUP
+
+
 def packed_gemm_memview(floating[:, ::1] a, floating[:, ::1] w, bint by_rows,
                         Py_ssize_t n_gates, Py_ssize_t H, Py_ssize_t j0, Py_ssize_t j1,
                         floating[:, ::1] c, bint accumulate):
     """The kernels' per-step product on packed weights, for tests: C[:, g*H + u]
     (+)= A . B[:, g*H + u] for g < n_gates, j0 <= u < j1, with B = w.T when
-    ``by_rows`` (w is (n_gates*H, K)) else w (K, n_gates*H); j0 % 8 == 0."""
+    ``by_rows`` (w is (n_gates*H, K)) else w (K, n_gates*H); j0 a multiple of
+    ``packed_group()``."""
     cdef Py_ssize_t M = a.shape[0], K = a.shape[1]
-    if (j0 % 8 and j0 != j1) or not 0 <= j0 <= j1 <= H or c.shape[0] != M \
+    if (j0 % FASTRNN_GROUP and j0 != j1) or not 0 <= j0 <= j1 <= H or c.shape[0] != M \
             or c.shape[1] != n_gates * H \
             or (w.shape[0], w.shape[1]) != ((n_gates * H, K) if by_rows else (K, n_gates * H)):
         raise ValueError("packed_gemm_memview: operand shapes do not agree")

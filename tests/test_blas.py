@@ -48,11 +48,12 @@ from hypothesis import given, settings, strategies as st  # noqa: E402
 def packed_problems(draw):
     n_gates = draw(st.integers(1, 4))
     H = draw(st.integers(1, 45))
-    blocks = (H + 7) // 8
+    group = _blas.packed_group()
+    blocks = (H + group - 1) // group
     b0 = draw(st.integers(0, blocks))
     b1 = draw(st.integers(b0, blocks))
     return dict(M=draw(st.integers(0, 20)), K=draw(st.sampled_from([0, 1, 3, 8, 17, 64])),
-                n_gates=n_gates, H=H, j0=min(8 * b0, H), j1=min(8 * b1, H),
+                n_gates=n_gates, H=H, j0=min(group * b0, H), j1=min(group * b1, H),
                 by_rows=draw(st.booleans()), accumulate=draw(st.booleans()),
                 dtype=draw(st.sampled_from([np.float32, np.float64])),
                 seed=draw(st.integers(0, 2**31)))
@@ -83,8 +84,9 @@ def test_packed_gemm_matches_numpy(problem):
 @pytest.mark.parametrize("by_rows", [True, False])
 def test_packed_gemm_several_passes_over_a(dtype, by_rows):
     # K = 1500 leaves room for only a few rows of A per pass over the weights.
-    _check_packed(M=70, K=1500, n_gates=2, H=21, j0=8, j1=21, by_rows=by_rows,
-                  accumulate=True, dtype=dtype, seed=3)
+    group = _blas.packed_group()
+    _check_packed(M=70, K=1500, n_gates=2, H=group + 13, j0=group, j1=group + 13,
+                  by_rows=by_rows, accumulate=True, dtype=dtype, seed=3)
 
 
 def test_packed_gemm_rejects_bad_shapes():

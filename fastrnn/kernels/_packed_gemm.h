@@ -14,7 +14,7 @@
 
    Packed layout.  The column set is cut into groups of FASTRNN_GROUP columns
    (per gate; the last group of a gate may be narrower and is padded with
-   zeros), group q holding B(k, col_q + e) at packed[(q * K + k) * 8 + e].
+   zeros), group q holding B(k, col_q + e) at packed[(q * K + k) * FASTRNN_GROUP + e].
    A thread's groups start at element n_gates * j0 * K of a buffer of
    fastrnn_packed_size(n_gates, H, K) elements shared by the whole team.
 
@@ -26,7 +26,19 @@
 #include <string.h>
 #include "_vectors.h"
 
+/* A group is one vector register of float32: 16 columns under AVX-512, else 8.  With
+   AVX-512 the tiles run twice the FLOPs per instruction of AVX2 (OpenBLAS picks its
+   Haswell kernels on AMD's Zen 5, so BLAS stays at AVX2's rate there).  float64
+   groups have the same width, two registers. */
+#if defined(__AVX512F__)
+#define FASTRNN_GROUP 16
+typedef float fastrnn_group_f32 __attribute__((vector_size(64)));
+typedef double fastrnn_group_f64 __attribute__((vector_size(128)));
+#else
 #define FASTRNN_GROUP 8
+typedef float fastrnn_group_f32 __attribute__((vector_size(32)));
+typedef double fastrnn_group_f64 __attribute__((vector_size(64)));
+#endif
 
 /* The tile's loops over its constant sizes must unroll before GCC decides where
    the accumulators live, or they stay in memory. */
@@ -57,12 +69,14 @@ static inline ptrdiff_t fastrnn_packed_size(ptrdiff_t n_gates, ptrdiff_t H, ptrd
    32 rows (five 6-row tiles and a 2-row one) 470-478 us against 510-560 us.  A
    single row uses each loaded vector once, and folding is better there (2.6 against
    3.2-3.5 us at K = 128), so MR = 1 is left to the compiler. */
-#if defined(__GNUC__) && defined(__AVX__)
+#if defined(__GNUC__) && defined(__AVX512F__)
+#define FASTRNN_IN_REGISTER_f32(v) __asm__("" : "+v"(v))   /* one of 32 512-bit registers */
+#elif defined(__GNUC__) && defined(__AVX__)
 #define FASTRNN_IN_REGISTER_f32(v) __asm__("" : "+x"(v))   /* one 256-bit register */
 #else
 #define FASTRNN_IN_REGISTER_f32(v) ((void)0)
 #endif
-/* float64 groups are 512-bit values (two registers under AVX2): left as they are. */
+/* float64 groups are two registers: left as they are. */
 #define FASTRNN_IN_REGISTER_f64(v) ((void)0)
 
 /* One tile: MR rows of A times NG groups, K deep, KU independent accumulator sets
@@ -95,8 +109,8 @@ FASTRNN_PG_TILE_ATTR static void NAME##_##SUF##_##MR##_##NG(                    
                     FASTRNN_IN_REGISTER_##SUF(b[g]);                                   \
             }                                                                          \
             FASTRNN_UNROLL for (int m = 0; m < MR; m++) {                              \
-                T s = a[m * MS + (k + u) * KS];                                            \
-                V av = {s, s, s, s, s, s, s, s};                                       \
+                T s = a[m * MS + (k + u) * KS];                                        \
+                V av = s - (V){0};                  /* s in every lane */              \
                 FASTRNN_UNROLL for (int g = 0; g < NG; g++)                            \
                     acc[u][m][g] += av * b[g];                                         \
             }                                                                          \
@@ -107,8 +121,8 @@ FASTRNN_PG_TILE_ATTR static void NAME##_##SUF##_##MR##_##NG(                    
         FASTRNN_UNROLL for (int g = 0; g < NG; g++)                                    \
             memcpy(&b[g], bp + (g * K + k) * FASTRNN_GROUP, sizeof(V));                \
         FASTRNN_UNROLL for (int m = 0; m < MR; m++) {                                  \
-            T s = a[m * MS + k * KS];                                                      \
-            V av = {s, s, s, s, s, s, s, s};                                           \
+            T s = a[m * MS + k * KS];                                                  \
+            V av = s - (V){0};                                                         \
             FASTRNN_UNROLL for (int g = 0; g < NG; g++)                                \
                 acc[0][m][g] += av * b[g];                                             \
         }                                                                              \
@@ -136,43 +150,49 @@ FASTRNN_PG_TILE_ATTR static void NAME##_##SUF##_##MR##_##NG(                    
     }                                                                                  \
 }
 
-typedef double fastrnn_v8d __attribute__((vector_size(64)));
-
-/* Eight whole rows of a row-major W (row e at src + e * ld) into one packed group:
-   dst[k * 8 + e] = src[e * ld + k].  Packing runs on every kernel call, so float32
-   transposes 8 x 8 blocks in registers (measured 2.4-2.9x faster than the element
-   loop, H = 128 to 512); float64 keeps the element loop. */
-static void fastrnn_pack_rows8_f32(const float* src, ptrdiff_t ld, ptrdiff_t K, float* dst) {
-    ptrdiff_t k = 0;
-    for (; k + 8 <= K; k += 8) {
-        fastrnn_v8f r[8], t[8], u[8];
-        for (int e = 0; e < 8; e++)
-            memcpy(&r[e], src + e * ld + k, sizeof(fastrnn_v8f));
-        for (int e = 0; e < 8; e += 2) {        /* pairs of rows, 32-bit interleave */
-            t[e] = FASTRNN_SHUFFLE8(r[e], r[e + 1], 0, 8, 1, 9, 4, 12, 5, 13);
-            t[e + 1] = FASTRNN_SHUFFLE8(r[e], r[e + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+/* FASTRNN_GROUP whole rows of a row-major W (row e at src + e * ld) into one packed
+   group: dst[k * FASTRNN_GROUP + e] = src[e * ld + k].  Packing runs on every kernel
+   call, so float32 transposes 8 x 8 blocks in registers (measured 2.4-2.9x faster
+   than the element loop, H = 128 to 512), eight rows of the group at a time;
+   float64 keeps the element loop. */
+static void fastrnn_pack_rows_f32(const float* src, ptrdiff_t ld, ptrdiff_t K, float* dst) {
+    for (int e0 = 0; e0 < FASTRNN_GROUP; e0 += 8) {
+        const float* s8 = src + e0 * ld;
+        float* d8 = dst + e0;
+        ptrdiff_t k = 0;
+        for (; k + 8 <= K; k += 8) {
+            fastrnn_v8f r[8], t[8], u[8];
+            for (int e = 0; e < 8; e++)
+                memcpy(&r[e], s8 + e * ld + k, sizeof(fastrnn_v8f));
+            for (int e = 0; e < 8; e += 2) {        /* pairs of rows, 32-bit interleave */
+                t[e] = FASTRNN_SHUFFLE8(r[e], r[e + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+                t[e + 1] = FASTRNN_SHUFFLE8(r[e], r[e + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+            }
+            for (int e = 0; e < 8; e += 4) {        /* 64-bit interleave */
+                u[e] = FASTRNN_SHUFFLE8(t[e], t[e + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+                u[e + 1] = FASTRNN_SHUFFLE8(t[e], t[e + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+                u[e + 2] = FASTRNN_SHUFFLE8(t[e + 1], t[e + 3], 0, 1, 8, 9, 4, 5, 12, 13);
+                u[e + 3] = FASTRNN_SHUFFLE8(t[e + 1], t[e + 3], 2, 3, 10, 11, 6, 7, 14, 15);
+            }
+            /* 128-bit halves: columns k + i and k + 4 + i */
+            for (int i = 0; i < 4; i++) {
+                fastrnn_v8f lo = FASTRNN_SHUFFLE8(u[i], u[i + 4], 0, 1, 2, 3, 8, 9, 10, 11);
+                fastrnn_v8f hi =
+                    FASTRNN_SHUFFLE8(u[i], u[i + 4], 4, 5, 6, 7, 12, 13, 14, 15);
+                memcpy(d8 + (k + i) * FASTRNN_GROUP, &lo, sizeof(fastrnn_v8f));
+                memcpy(d8 + (k + 4 + i) * FASTRNN_GROUP, &hi, sizeof(fastrnn_v8f));
+            }
         }
-        for (int e = 0; e < 8; e += 4) {        /* 64-bit interleave */
-            u[e] = FASTRNN_SHUFFLE8(t[e], t[e + 2], 0, 1, 8, 9, 4, 5, 12, 13);
-            u[e + 1] = FASTRNN_SHUFFLE8(t[e], t[e + 2], 2, 3, 10, 11, 6, 7, 14, 15);
-            u[e + 2] = FASTRNN_SHUFFLE8(t[e + 1], t[e + 3], 0, 1, 8, 9, 4, 5, 12, 13);
-            u[e + 3] = FASTRNN_SHUFFLE8(t[e + 1], t[e + 3], 2, 3, 10, 11, 6, 7, 14, 15);
-        }
-        for (int i = 0; i < 4; i++) {           /* 128-bit halves: column k + i, k + 4 + i */
-            fastrnn_v8f lo = FASTRNN_SHUFFLE8(u[i], u[i + 4], 0, 1, 2, 3, 8, 9, 10, 11);
-            fastrnn_v8f hi = FASTRNN_SHUFFLE8(u[i], u[i + 4], 4, 5, 6, 7, 12, 13, 14, 15);
-            memcpy(dst + (k + i) * 8, &lo, sizeof(fastrnn_v8f));
-            memcpy(dst + (k + 4 + i) * 8, &hi, sizeof(fastrnn_v8f));
-        }
+        for (; k < K; k++)
+            for (int e = 0; e < 8; e++)
+                d8[k * FASTRNN_GROUP + e] = s8[e * ld + k];
     }
-    for (; k < K; k++)
-        for (int e = 0; e < 8; e++)
-            dst[k * 8 + e] = src[e * ld + k];
 }
-static void fastrnn_pack_rows8_f64(const double* src, ptrdiff_t ld, ptrdiff_t K, double* dst) {
-    for (int e = 0; e < 8; e++)
+static void fastrnn_pack_rows_f64(const double* src, ptrdiff_t ld, ptrdiff_t K,
+                                  double* dst) {
+    for (int e = 0; e < FASTRNN_GROUP; e++)
         for (ptrdiff_t k = 0; k < K; k++)
-            dst[k * 8 + e] = src[e * ld + k];
+            dst[k * FASTRNN_GROUP + e] = src[e * ld + k];
 }
 
 /* The tiles and their accumulator sets (KU): at least 8 vector FMAs in flight (two
@@ -180,25 +200,25 @@ static void fastrnn_pack_rows8_f64(const double* src, ptrdiff_t ld, ptrdiff_t K,
    registers.  float32: a group is one 8-lane vector; tiles up to 6 rows x 2 groups.
    float64: a group is two 4-lane vectors; tiles up to 3 rows x 2 groups. */
 #define FASTRNN_DEFINE_TILES_f32(NAME, MS, KS)                                         \
-    FASTRNN_DEFINE_TILE(NAME, f32, float, fastrnn_v8f, 6, 2, 1, MS, KS)                \
-    FASTRNN_DEFINE_TILE(NAME, f32, float, fastrnn_v8f, 6, 1, 2, MS, KS)                \
-    FASTRNN_DEFINE_TILE(NAME, f32, float, fastrnn_v8f, 5, 2, 1, MS, KS)                \
-    FASTRNN_DEFINE_TILE(NAME, f32, float, fastrnn_v8f, 5, 1, 2, MS, KS)                \
-    FASTRNN_DEFINE_TILE(NAME, f32, float, fastrnn_v8f, 4, 2, 1, MS, KS)                \
-    FASTRNN_DEFINE_TILE(NAME, f32, float, fastrnn_v8f, 4, 1, 2, MS, KS)                \
-    FASTRNN_DEFINE_TILE(NAME, f32, float, fastrnn_v8f, 3, 2, 2, MS, KS)                \
-    FASTRNN_DEFINE_TILE(NAME, f32, float, fastrnn_v8f, 3, 1, 3, MS, KS)                \
-    FASTRNN_DEFINE_TILE(NAME, f32, float, fastrnn_v8f, 2, 2, 2, MS, KS)                \
-    FASTRNN_DEFINE_TILE(NAME, f32, float, fastrnn_v8f, 2, 1, 4, MS, KS)                \
-    FASTRNN_DEFINE_TILE(NAME, f32, float, fastrnn_v8f, 1, 2, 4, MS, KS)                \
-    FASTRNN_DEFINE_TILE(NAME, f32, float, fastrnn_v8f, 1, 1, 8, MS, KS)
+    FASTRNN_DEFINE_TILE(NAME, f32, float, fastrnn_group_f32, 6, 2, 1, MS, KS)          \
+    FASTRNN_DEFINE_TILE(NAME, f32, float, fastrnn_group_f32, 6, 1, 2, MS, KS)          \
+    FASTRNN_DEFINE_TILE(NAME, f32, float, fastrnn_group_f32, 5, 2, 1, MS, KS)          \
+    FASTRNN_DEFINE_TILE(NAME, f32, float, fastrnn_group_f32, 5, 1, 2, MS, KS)          \
+    FASTRNN_DEFINE_TILE(NAME, f32, float, fastrnn_group_f32, 4, 2, 1, MS, KS)          \
+    FASTRNN_DEFINE_TILE(NAME, f32, float, fastrnn_group_f32, 4, 1, 2, MS, KS)          \
+    FASTRNN_DEFINE_TILE(NAME, f32, float, fastrnn_group_f32, 3, 2, 2, MS, KS)          \
+    FASTRNN_DEFINE_TILE(NAME, f32, float, fastrnn_group_f32, 3, 1, 3, MS, KS)          \
+    FASTRNN_DEFINE_TILE(NAME, f32, float, fastrnn_group_f32, 2, 2, 2, MS, KS)          \
+    FASTRNN_DEFINE_TILE(NAME, f32, float, fastrnn_group_f32, 2, 1, 4, MS, KS)          \
+    FASTRNN_DEFINE_TILE(NAME, f32, float, fastrnn_group_f32, 1, 2, 4, MS, KS)          \
+    FASTRNN_DEFINE_TILE(NAME, f32, float, fastrnn_group_f32, 1, 1, 8, MS, KS)
 #define FASTRNN_DEFINE_TILES_f64(NAME, MS, KS)                                         \
-    FASTRNN_DEFINE_TILE(NAME, f64, double, fastrnn_v8d, 3, 2, 1, MS, KS)               \
-    FASTRNN_DEFINE_TILE(NAME, f64, double, fastrnn_v8d, 3, 1, 2, MS, KS)               \
-    FASTRNN_DEFINE_TILE(NAME, f64, double, fastrnn_v8d, 2, 2, 1, MS, KS)               \
-    FASTRNN_DEFINE_TILE(NAME, f64, double, fastrnn_v8d, 2, 1, 2, MS, KS)               \
-    FASTRNN_DEFINE_TILE(NAME, f64, double, fastrnn_v8d, 1, 2, 2, MS, KS)               \
-    FASTRNN_DEFINE_TILE(NAME, f64, double, fastrnn_v8d, 1, 1, 4, MS, KS)
+    FASTRNN_DEFINE_TILE(NAME, f64, double, fastrnn_group_f64, 3, 2, 1, MS, KS)         \
+    FASTRNN_DEFINE_TILE(NAME, f64, double, fastrnn_group_f64, 3, 1, 2, MS, KS)         \
+    FASTRNN_DEFINE_TILE(NAME, f64, double, fastrnn_group_f64, 2, 2, 1, MS, KS)         \
+    FASTRNN_DEFINE_TILE(NAME, f64, double, fastrnn_group_f64, 2, 1, 2, MS, KS)         \
+    FASTRNN_DEFINE_TILE(NAME, f64, double, fastrnn_group_f64, 1, 2, 2, MS, KS)         \
+    FASTRNN_DEFINE_TILE(NAME, f64, double, fastrnn_group_f64, 1, 1, 4, MS, KS)
 
 #define FASTRNN_PG_CASE(NAME, SUF, MR, NG)                                             \
     case (MR) * 4 + (NG):                                                              \
@@ -253,7 +273,7 @@ static void fastrnn_pack_part_##SUF(const T* w, ptrdiff_t rs_k, ptrdiff_t cs_n, 
             if (width < FASTRNN_GROUP)                                                 \
                 memset(dst, 0, (size_t)Kw * FASTRNN_GROUP * sizeof(T));                \
             if (cs_n != 1 && rs_k == 1 && width == FASTRNN_GROUP) {                    \
-                fastrnn_pack_rows8_##SUF(src, cs_n, Kw, dst);                          \
+                fastrnn_pack_rows_##SUF(src, cs_n, Kw, dst);                          \
             } else if (cs_n == 1) {                                                    \
                 for (ptrdiff_t k = 0; k < Kw; k++)                                     \
                     for (ptrdiff_t e = 0; e < width; e++)                              \
@@ -279,7 +299,7 @@ static void fastrnn_pack_##SUF(const T* w, ptrdiff_t rs_k, ptrdiff_t cs_n, ptrdi
    (W1 (n_gates*H, K1), W2 (n_gates*H, K2), row-major), for a step GEMM whose A rows  \
    are [x_t, h_{t-1}]. */                                                             \
 static void fastrnn_pack_stacked_##SUF(const T* w1, ptrdiff_t K1, const T* w2,        \
-        ptrdiff_t K2, ptrdiff_t n_gates, ptrdiff_t H, ptrdiff_t j0, ptrdiff_t j1,       \
+        ptrdiff_t K2, ptrdiff_t n_gates, ptrdiff_t H, ptrdiff_t j0, ptrdiff_t j1,      \
         T* packed) {                                                                   \
     fastrnn_pack_part_##SUF(w1, 1, K1, K1, 0, K1 + K2, n_gates, H, j0, j1, packed);    \
     fastrnn_pack_part_##SUF(w2, 1, K2, K2, K1, K1 + K2, n_gates, H, j0, j1, packed);   \
@@ -289,9 +309,9 @@ static void fastrnn_pack_stacked_##SUF(const T* w1, ptrdiff_t K1, const T* w2,  
    B packed by fastrnn_pack_##SUF with the same n_gates, H, j0, j1, K.  Overwrites C \
    unless accumulate. */                                                              \
 static void fastrnn_packed_gemm_##SUF(ptrdiff_t M, ptrdiff_t K, const T* a,            \
-        ptrdiff_t lda, const T* packed, ptrdiff_t n_gates, ptrdiff_t H, ptrdiff_t j0,   \
+        ptrdiff_t lda, const T* packed, ptrdiff_t n_gates, ptrdiff_t H, ptrdiff_t j0,  \
         ptrdiff_t j1, T* c, ptrdiff_t ldc, int accumulate) {                           \
-    ptrdiff_t per_gate = (j1 - j0 + FASTRNN_GROUP - 1) / FASTRNN_GROUP;                 \
+    ptrdiff_t per_gate = (j1 - j0 + FASTRNN_GROUP - 1) / FASTRNN_GROUP;                \
     ptrdiff_t nq = n_gates * per_gate;                                                 \
     const T* base = packed + n_gates * j0 * K;                                         \
     /* Rows of A per pass over the weights: A's block stays in L2 (~128 KB). */        \
@@ -324,15 +344,15 @@ static void fastrnn_packed_gemm_##SUF(ptrdiff_t M, ptrdiff_t K, const T* a,     
                 int mr = (int)(m_end - m < MR_MAX ? m_end - m : MR_MAX);               \
                 T* cm[2] = {cols[0] + m * ldc, ng > 1 ? cols[1] + m * ldc : NULL};     \
                 const T* am = a + m * lda;                                             \
-                fastrnn_pg_dispatch_##SUF(mr, ng, K, am, lda, bp, cm, width, ldc,       \
+                fastrnn_pg_dispatch_##SUF(mr, ng, K, am, lda, bp, cm, width, ldc,      \
                                           accumulate);                                 \
             }                                                                          \
         }                                                                              \
     }                                                                                  \
 }
 
-FASTRNN_DEFINE_PACKED_GEMM(f32, float, fastrnn_v8f, 6)
-FASTRNN_DEFINE_PACKED_GEMM(f64, double, fastrnn_v8d, 3)
+FASTRNN_DEFINE_PACKED_GEMM(f32, float, fastrnn_group_f32, 6)
+FASTRNN_DEFINE_PACKED_GEMM(f64, double, fastrnn_group_f64, 3)
 
 /* A weight gradient's packed chunk of source rows should stay in L2 (512 KB a core
    here) beside the rows of d it meets. */
@@ -427,7 +447,7 @@ static void fastrnn_weight_grad_##SUF(ptrdiff_t N, const T* d, ptrdiff_t ldd,   
                         int width[2];                                                  \
                         for (int g = 0; g < 2; g++) {                                  \
                             ptrdiff_t left = c1 - col - g * FASTRNN_GROUP;             \
-                            width[g] = (int)(left < FASTRNN_GROUP ? left : FASTRNN_GROUP);\
+                            width[g] = (int)(left < FASTRNN_GROUP ? left : FASTRNN_GROUP); \
                         }                                                              \
                         fastrnn_wg_dispatch_##SUF(mr, ng, nc, am, MR_MAX,              \
                                                   src_packed + col * nc, cm, width,    \

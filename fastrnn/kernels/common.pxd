@@ -146,6 +146,8 @@ cdef extern from "fastrnn/kernels/_cells.h":
                                   Py_ssize_t j0, Py_ssize_t j1, int activation) noexcept nogil
 
 cdef extern from "fastrnn/kernels/_packed_gemm.h":
+    # Columns of one packed group, one float32 vector register (16 under AVX-512, else 8).
+    enum: FASTRNN_GROUP
     Py_ssize_t fastrnn_packed_size(Py_ssize_t n_gates, Py_ssize_t H, Py_ssize_t K) noexcept nogil
     void fastrnn_pack_f32(const float* w, Py_ssize_t rs_k, Py_ssize_t cs_n, Py_ssize_t K,
                           Py_ssize_t n_gates, Py_ssize_t H, Py_ssize_t j0, Py_ssize_t j1,
@@ -204,10 +206,7 @@ cdef inline void gemv_rows(const floating* w, Py_ssize_t ldw, Py_ssize_t K,
         fastrnn_gemv_rows_f64(w, ldw, K, v, ldv, nv, bias, y, ldy, r0, r1, accumulate)
 
 
-# Threads split hidden units in blocks of UNIT_BLOCK so that each thread's columns
-# start on a 32-byte boundary of every gate row (vector loads, no false sharing).
 cdef enum:
-    UNIT_BLOCK = 8
     # Rows of input projection computed at a time in inference, so that the
     # scratch stays bounded whatever T is (one GEMM per chunk, not per step).
     CHUNK_ROWS = 512
@@ -231,10 +230,12 @@ cdef enum:
 
 cdef inline void split_units(Py_ssize_t n, int tid, int nt,
                              Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil:
-    """[lo, hi): the share of thread tid (of nt) of n units, in whole blocks."""
-    cdef Py_ssize_t nblk = (n + UNIT_BLOCK - 1) // UNIT_BLOCK
-    lo[0] = min(n, (nblk * tid // nt) * UNIT_BLOCK)
-    hi[0] = min(n, (nblk * (tid + 1) // nt) * UNIT_BLOCK)
+    """[lo, hi): the share of thread tid (of nt) of n units, in whole packed groups, so
+    that each thread's columns start on a vector boundary of every gate row (the packed
+    weights' groups, vector loads, no false sharing)."""
+    cdef Py_ssize_t nblk = (n + FASTRNN_GROUP - 1) // FASTRNN_GROUP
+    lo[0] = min(n, (nblk * tid // nt) * FASTRNN_GROUP)
+    hi[0] = min(n, (nblk * (tid + 1) // nt) * FASTRNN_GROUP)
 
 
 cdef inline void split_rows(Py_ssize_t n, int tid, int nt,
