@@ -32,7 +32,8 @@ EXTENSIONS = [("fastrnn.kernels.blas", "src/blas.pyx"), ("fastrnn.kernels.rnn", 
               ("fastrnn._train_ops", "src/_train_ops.pyx")]
 HEADERS = ["fastrnn/kernels/_activations.h", "fastrnn/kernels/_cells.h",
            "fastrnn/kernels/_packed_gemm.h", "fastrnn/kernels/_train_ops.h",
-           "fastrnn/kernels/_gemv_rows.h", "fastrnn/kernels/_vectors.h"]
+           "fastrnn/kernels/_gemv_rows.h", "fastrnn/kernels/_vectors.h",
+           "fastrnn/kernels/_blocks.h"]
 
 
 def _env_flag(name, default):

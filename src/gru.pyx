@@ -18,16 +18,16 @@ of r * h before its n GEMM, so, split by units, it takes a second barrier per st
 
 from cython cimport floating
 from cython.parallel cimport parallel
-from libc.stdlib cimport free
 
 from fastrnn.kernels.common cimport (
     omp_get_thread_num, omp_get_num_threads, fastrnn_team_barrier, fastrnn_team_sync,
+    fastrnn_block_free,
     fastrnn_flush_denormals, fastrnn_restore_fp_mode, split_units, sigmoid,
     tanh_, total_rows, active_rows, rows_finishing_from, fill_bias, column_sums,
     copy_block, chunk_steps, chunk_first_row, publish_step, gru_row, gru_rz_row,
-    gru_n_row, gru_grad_row, gru_rh_grad_row, gates_gemm, weight_grad,
-    fastrnn_packed_size, alloc_packed, pack_weights, step_gemm, rows_product, recurrent_gemm, input_grad,
-    input_grad_packed_size, split_batch, batch_split_pays)
+    gru_n_row, gru_grad_row, gru_rh_grad_row, weight_grad, fastrnn_packed_size,
+    alloc_packed, pack_weights, step_gemm, rows_product, recurrent_gemm, input_grad,
+    input_grad_packed_size, projection_packed_size, split_batch, batch_split_pays)
 
 
 cdef inline bint split_batch_fits(Py_ssize_t B, Py_ssize_t H, int nt,
@@ -65,8 +65,8 @@ cdef void _forward_body(
         const floating* b_ih, const floating* b_hh, const floating* h0,
         floating* y, Py_ssize_t ldy, floating* h_n,
         floating* gates, floating* hns, floating* h_prevs,
-        floating* work, floating* packed, bint by_batch, int tid, int nt,
-        fastrnn_team_sync* sync) noexcept nogil:
+        floating* work, floating* packed, floating* packed_ih, bint by_batch, int tid,
+        int nt, fastrnn_team_sync* sync) noexcept nogil:
     cdef bint training = gates != NULL
     cdef bint up = not reverse
     cdef Py_ssize_t G = 3 * H
@@ -111,6 +111,7 @@ cdef void _forward_body(
     elif not rows_hh:
         pack_weights(w_hh, True, H, 2, H, j0, j1, packed_rz)
         pack_weights(w_hh + 2 * H * H, True, H, 1, H, j0, j1, packed_n)
+    pack_weights(w_ih, True, I, 3, H, j0, j1, packed_ih)
     copy_block(h_cur, H, h0, H, B, j0, j1)
     copy_block(h_next, H, h0, H, B, j0, j1)
     fastrnn_team_barrier(sync, nt, &sense)
@@ -124,7 +125,8 @@ cdef void _forward_body(
         for g in range(3):
             fill_bias(xp_row, chunk_n, G, g * H + j0, g * H + j1, b_ih,
                       b_hh if g < 2 else NULL)
-        gates_gemm(chunk_n, 3, H, j0, j1, I, x + base * I, I, w_ih, <floating>1, xp_row, G)
+        step_gemm(chunk_n, I, x + base * I, I, w_ih, True, packed_ih, 3, H, j0, j1, xp_row,
+                  G, True)
         if by_batch:
             fastrnn_team_barrier(sync, nt, &sense)      # the chunk's projection is whole
 
@@ -192,18 +194,22 @@ cdef void gru_forward(
     sync.count = 0
     sync.sense = 0
     cdef floating* packed = alloc_packed(x, T * B, fastrnn_packed_size(3, H, H))
+    # W_ih packed for the input projection (as in fastrnn.kernels.lstm), or NULL.
+    cdef floating* packed_ih = alloc_packed(x, T * B, projection_packed_size(3, H, I))
     cdef bint by_batch = packed != NULL and split_batch_fits(B, H, num_threads,
                                                               sizeof(floating))
     if num_threads <= 1:
         _forward_body(T, B, I, H, batch_sizes, reverse, reset_after, x, w_ih, w_hh, b_ih,
-                      b_hh, h0, y, ldy, h_n, gates, hns, h_prevs, work, packed, False, 0, 1,
-                      &sync)
+                      b_hh, h0, y, ldy, h_n, gates, hns, h_prevs, work, packed, packed_ih,
+                      False, 0, 1, &sync)
     else:
         with parallel(num_threads=num_threads):
             _forward_body(T, B, I, H, batch_sizes, reverse, reset_after, x, w_ih, w_hh,
                           b_ih, b_hh, h0, y, ldy, h_n, gates, hns, h_prevs, work, packed,
-                          by_batch, omp_get_thread_num(), omp_get_num_threads(), &sync)
-    free(packed)
+                          packed_ih, by_batch, omp_get_thread_num(), omp_get_num_threads(),
+                          &sync)
+    fastrnn_block_free(packed)
+    fastrnn_block_free(packed_ih)
 
 
 cdef inline void _gru_bias_grads(floating* db_ih, floating* db_hh, const floating* d,
@@ -352,7 +358,7 @@ cdef void gru_backward(
                            gates, hns, h_prevs, dy, ldy, dh_n, dx, accumulate_dx, dh0, dw_ih,
                            dw_hh, db_ih, db_hh, work, packed, by_batch, omp_get_thread_num(),
                            omp_get_num_threads(), &sync)
-    free(packed)
+    fastrnn_block_free(packed)
 
 
 # ----------------------------------------------------------------- Python entry points

@@ -24,8 +24,9 @@ of hidden units for every step: it projects the inputs of those units itself,
 computes their recurrent GEMM slice on its packed copy of the weights and runs
 the fused elementwise pass on them; one barrier per step publishes the new h
 (two with a projection, whose GEMM needs every unit's o * tanh(c)).  The inputs
-are projected a chunk of steps at a time by BLAS, or, where stack_input() says
-so, by each step's GEMM over the rows [x_t, h_{t-1}] against [W_ih W_hh]^T.
+are projected a chunk of steps at a time (on W_ih packed for the micro-kernel
+where projection_packed_size() says so, else by BLAS), or, where stack_input()
+says so, by each step's GEMM over the rows [x_t, h_{t-1}] against [W_ih W_hh]^T.
 Where split_batch_fits() says so, the threads share the batch instead: each
 carries its own rows through the whole sequence, every unit of them, and no
 barrier stands between steps (backward likewise, until the weight gradients).
@@ -33,15 +34,16 @@ barrier stands between steps (backward likewise, until the weight gradients).
 
 from cython cimport floating
 from cython.parallel cimport parallel
-from libc.stdlib cimport free
 
 from fastrnn.kernels.common cimport (
     omp_get_thread_num, omp_get_num_threads, fastrnn_team_barrier, fastrnn_team_sync,
+    fastrnn_block_free,
     fastrnn_flush_denormals, fastrnn_restore_fp_mode, split_units, sigmoid,
     tanh_, total_rows, active_rows, rows_finishing_from, fill_bias, column_sums,
     copy_block, chunk_steps, chunk_first_row, publish_step, lstm_row, lstm_grad_row,
-    gates_gemm, weight_grad, fastrnn_packed_size, alloc_packed, pack_weights, pack_stacked,
-    step_gemm, input_grad, input_grad_packed_size, stacked_weight_grads,
+    weight_grad, fastrnn_packed_size, alloc_packed, pack_weights, pack_stacked,
+    step_gemm, input_grad, input_grad_packed_size, projection_packed_size,
+    stacked_weight_grads,
     split_batch, batch_split_pays, rows_product, recurrent_gemm)
 
 
@@ -110,8 +112,8 @@ cdef void _forward_body(
         const floating* h0, const floating* c0,
         floating* y, Py_ssize_t ldy, floating* h_n, floating* c_n,
         floating* gates, floating* cs, floating* c_prevs, floating* h_prevs,
-        floating* rs, floating* work, floating* packed, bint stacked, bint by_batch,
-        int tid, int nt, fastrnn_team_sync* sync) noexcept nogil:
+        floating* rs, floating* work, floating* packed, floating* packed_ih, bint stacked,
+        bint by_batch, int tid, int nt, fastrnn_team_sync* sync) noexcept nogil:
     cdef bint training = gates != NULL
     cdef bint up = not reverse
     cdef bint proj = w_hr != NULL
@@ -162,6 +164,7 @@ cdef void _forward_body(
     elif not rows_hh:
         pack_weights(w_hh, True, P, 4, H, j0, j1, packed_hh)
     pack_weights(w_hr, True, H, 1, P, p0, p1, packed_hr)
+    pack_weights(w_ih, True, I, 4, H, j0, j1, packed_ih)
     # Both h buffers start at h0: rows that join late (reverse walk) read h0 from either.
     copy_block(h_cur, ldh, h0, P, B, p0, p1)
     copy_block(h_next, ldh, h0, P, B, p0, p1)
@@ -186,8 +189,8 @@ cdef void _forward_body(
             xp_row = xp if not training else xp + base * G
             for g in range(4):
                 fill_bias(xp_row, chunk_n, G, g * H + j0, g * H + j1, b_ih, b_hh)
-            gates_gemm(chunk_n, 4, H, j0, j1, I, x + base * I, I, w_ih, <floating>1,
-                       xp_row, G)
+            step_gemm(chunk_n, I, x + base * I, I, w_ih, True, packed_ih, 4, H, j0, j1,
+                      xp_row, G, True)
 
         for s in range(s_chunk, s_chunk + n_chunk):
             t = s if up else T - 1 - s
@@ -272,17 +275,23 @@ cdef void lstm_forward(
         fastrnn_packed_size(4, H, P) + (fastrnn_packed_size(1, P, H) if P != H else 0))
     stacked = stacked and packed != NULL
     by_batch = by_batch and stacked
+    # W_ih packed for the chunks' input projection (the thread's gate columns), or NULL.
+    # Its own block: added to the others, a large layer's would exceed glibc's largest
+    # threshold for reusing freed memory (32 MB), and every call would fault its pages in.
+    cdef floating* packed_ih = (alloc_packed(x, T * B, projection_packed_size(4, H, I))
+                                if not stacked else NULL)
     if num_threads <= 1:
         _forward_body(T, B, I, H, P, batch_sizes, reverse, x, w_ih, w_hh, b_ih, b_hh, w_hr,
                       h0, c0, y, ldy, h_n, c_n, gates, cs, c_prevs, h_prevs, rs, work, packed,
-                      stacked, False, 0, 1, &sync)
+                      packed_ih, stacked, False, 0, 1, &sync)
     else:
         with parallel(num_threads=num_threads):
             _forward_body(T, B, I, H, P, batch_sizes, reverse, x, w_ih, w_hh, b_ih, b_hh,
                           w_hr, h0, c0, y, ldy, h_n, c_n, gates, cs, c_prevs, h_prevs, rs,
-                          work, packed, stacked, by_batch, omp_get_thread_num(),
+                          work, packed, packed_ih, stacked, by_batch, omp_get_thread_num(),
                           omp_get_num_threads(), &sync)
-    free(packed)
+    fastrnn_block_free(packed)
+    fastrnn_block_free(packed_ih)
 
 
 cdef void _backward_body(
@@ -427,7 +436,7 @@ cdef void lstm_backward(
                            cs, c_prevs, h_prevs, rs, dy, ldy, dh_n, dc_n, dx, accumulate_dx,
                            dh0, dc0, dw_ih, dw_hh, db, dw_hr, work, packed,
                            by_batch, omp_get_thread_num(), omp_get_num_threads(), &sync)
-    free(packed)
+    fastrnn_block_free(packed)
 
 
 # ----------------------------------------------------------------- Python entry points

@@ -11,16 +11,15 @@ Layouts as in fastrnn.kernels.lstm, with G = H:
 
 from cython cimport floating
 from cython.parallel cimport parallel
-from libc.stdlib cimport free
 
-from fastrnn.kernels.blas cimport gemm
 from fastrnn.kernels.common cimport (
     omp_get_thread_num, omp_get_num_threads, fastrnn_team_barrier, fastrnn_team_sync,
+    fastrnn_block_free,
     fastrnn_flush_denormals, fastrnn_restore_fp_mode, split_units, sigmoid,
     tanh_, total_rows, active_rows, rows_finishing_from, fill_bias, column_sums,
     copy_block, chunk_steps, chunk_first_row, publish_step, rnn_row, rnn_grad_row,
-    fastrnn_packed_size, alloc_packed, pack_weights, step_gemm, rows_product, recurrent_gemm, weight_grad, input_grad,
-    input_grad_packed_size)
+    fastrnn_packed_size, alloc_packed, pack_weights, step_gemm, rows_product, recurrent_gemm,
+    weight_grad, input_grad, input_grad_packed_size, projection_packed_size)
 
 ACTIVATIONS = {"tanh": ACT_TANH, "relu": ACT_RELU, "sigmoid": ACT_SIGMOID}
 
@@ -40,8 +39,8 @@ cdef void _forward_body(
         const floating* x, const floating* w_ih, const floating* w_hh,
         const floating* b_ih, const floating* b_hh, const floating* h0,
         floating* y, Py_ssize_t ldy, floating* h_n,
-        floating* hs, floating* h_prevs, floating* work, floating* packed, int tid, int nt,
-        fastrnn_team_sync* sync) noexcept nogil:
+        floating* hs, floating* h_prevs, floating* work, floating* packed,
+        floating* packed_ih, int tid, int nt, fastrnn_team_sync* sync) noexcept nogil:
     cdef bint training = hs != NULL
     cdef bint up = not reverse
     cdef Py_ssize_t j0, j1, hk, s, t, b, j, bs, finish, row, base
@@ -64,6 +63,7 @@ cdef void _forward_body(
     hk = j1 - j0
     if not rows_hh:
         pack_weights(w_hh, True, H, 1, H, j0, j1, packed)  # W_hh's rows of the thread's units
+    pack_weights(w_ih, True, I, 1, H, j0, j1, packed_ih)
     copy_block(h_cur, H, h0, H, B, j0, j1)
     copy_block(h_next, H, h0, H, B, j0, j1)
     fastrnn_team_barrier(sync, nt, &sense)
@@ -74,8 +74,8 @@ cdef void _forward_body(
         base = chunk_first_row(T, B, batch_sizes, up, s_chunk, n_chunk, off, &chunk_n)
         xp_row = xp if not training else xp + base * H
         fill_bias(xp_row, chunk_n, H, j0, j1, b_ih, b_hh)
-        gemm(False, True, chunk_n, hk, I, <floating>1, x + base * I, I, w_ih + j0 * I, I,
-             <floating>1, xp_row + j0, H)
+        step_gemm(chunk_n, I, x + base * I, I, w_ih, True, packed_ih, 1, H, j0, j1, xp_row,
+                  H, True)
 
         for s in range(s_chunk, s_chunk + n_chunk):
             t = s if up else T - 1 - s
@@ -117,15 +117,19 @@ cdef void rnn_forward(
     sync.count = 0
     sync.sense = 0
     cdef floating* packed = alloc_packed(x, T * B, fastrnn_packed_size(1, H, H))
+    # W_ih packed for the input projection (as in fastrnn.kernels.lstm), or NULL.
+    cdef floating* packed_ih = alloc_packed(x, T * B, projection_packed_size(1, H, I))
     if num_threads <= 1:
         _forward_body(T, B, I, H, batch_sizes, reverse, activation, x, w_ih, w_hh, b_ih,
-                      b_hh, h0, y, ldy, h_n, hs, h_prevs, work, packed, 0, 1, &sync)
+                      b_hh, h0, y, ldy, h_n, hs, h_prevs, work, packed, packed_ih, 0, 1,
+                      &sync)
     else:
         with parallel(num_threads=num_threads):
             _forward_body(T, B, I, H, batch_sizes, reverse, activation, x, w_ih, w_hh, b_ih,
-                          b_hh, h0, y, ldy, h_n, hs, h_prevs, work, packed,
+                          b_hh, h0, y, ldy, h_n, hs, h_prevs, work, packed, packed_ih,
                           omp_get_thread_num(), omp_get_num_threads(), &sync)
-    free(packed)
+    fastrnn_block_free(packed)
+    fastrnn_block_free(packed_ih)
 
 
 cdef void _backward_body(
@@ -212,7 +216,7 @@ cdef void rnn_backward(
             _backward_body(T, B, I, H, batch_sizes, reverse, activation, x, w_ih, w_hh, hs,
                            h_prevs, dy, ldy, dh_n, dx, accumulate_dx, dh0, dw_ih, dw_hh, db,
                            packed, omp_get_thread_num(), omp_get_num_threads(), &sync)
-    free(packed)
+    fastrnn_block_free(packed)
 
 
 # ----------------------------------------------------------------- Python entry points

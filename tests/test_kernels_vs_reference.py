@@ -174,7 +174,7 @@ def test_batch_split(cell, B, I, H, dtype, rng):
 def test_weight_gradients_over_chunks_and_column_blocks(cell, dtype, rng):
     """The weight gradients' own tiles (fastrnn_weight_grad): more rows than one chunk
     (at most 512 rows of d packed at a time), 140 inputs (more columns than one block
-    of packed inputs: 64 in float32, 32 in float64), 37 units (column and row tails of
+    of packed inputs: 128 in float32, 64 in float64), 37 units (column and row tails of
     the tiles), shares of a team of threads; with a batch of 17 the LSTM splits the
     batch and sums its bias gradient as it copies d, with 5 it splits units and sums
     it step by step."""
@@ -186,10 +186,21 @@ def test_weight_gradients_over_chunks_and_column_blocks(cell, dtype, rng):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("cell", cell_params())
+def test_scratch_blocks_kept_between_calls(cell, dtype, rng):
+    """Packed weights and the weight gradients' packing space live in blocks kept from
+    one kernel call to the next (_blocks.h): calls of one shape after larger and
+    smaller ones' run in blocks those packed for other shapes, and must neither read
+    what they left nor write past their own size (CI runs this under ASan)."""
+    for H in (40, 9, 70, 9, 40):
+        compare(cell, dtype, rng, T=20, B=3, I=11, H=H)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("cell", cell_params())
 def test_single_row_steps_on_unpacked_weights(cell, dtype, rng):
     """A batch of one row multiplies the recurrent weights as the layer holds them:
-    a team of threads, each its units of every gate (204 units: shares in blocks of
-    8, the last gate rows of each share short of a block of 8 for the gemv's tail),
+    a team of threads, each its units of every gate (204 units: shares in whole packed
+    groups, the last share's gate rows short of a block of 8 for the gemv's tail),
     long enough that a bigger batch would pack them; a second layer, both walks
     (two threads each in training, four each in inference), initial states, and
     forward_train's walk too."""

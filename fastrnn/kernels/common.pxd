@@ -3,7 +3,7 @@
 # All are ``inline`` so they compile into each kernel module and cost no call.
 from cython cimport floating
 from libc.math cimport tanh
-from libc.stdlib cimport malloc, free
+
 
 from fastrnn.kernels.blas cimport gemm
 
@@ -182,6 +182,11 @@ cdef extern from "fastrnn/kernels/_packed_gemm.h":
                                  Py_ssize_t m1, Py_ssize_t n_src, const double** a,
                                  const Py_ssize_t* lda, const Py_ssize_t* k, double** dw,
                                  const Py_ssize_t* ldw, double* db, double* packed) noexcept nogil
+
+cdef extern from "fastrnn/kernels/_blocks.h":
+    # Scratch blocks kept from one kernel call to the next (no page faults).
+    void* fastrnn_block_alloc(size_t n_bytes) noexcept nogil
+    void fastrnn_block_free(void* block) noexcept nogil
 
 cdef extern from "fastrnn/kernels/_gemv_rows.h":
     void fastrnn_gemv_rows_f32(const float* w, Py_ssize_t ldw, Py_ssize_t K, const float* v,
@@ -524,11 +529,11 @@ cdef inline void weight_grads(Py_ssize_t n_rows, Py_ssize_t m, const floating* d
     if m1 <= m0:
         return
     if floating is float:
-        packed = <floating*>malloc(fastrnn_weight_grad_size_f32(n_src, k, m1 - m0)
-                                   * sizeof(floating))
+        packed = <floating*>fastrnn_block_alloc(
+            fastrnn_weight_grad_size_f32(n_src, k, m1 - m0) * sizeof(floating))
     else:
-        packed = <floating*>malloc(fastrnn_weight_grad_size_f64(n_src, k, m1 - m0)
-                                   * sizeof(floating))
+        packed = <floating*>fastrnn_block_alloc(
+            fastrnn_weight_grad_size_f64(n_src, k, m1 - m0) * sizeof(floating))
     if packed != NULL:
         if floating is float:
             fastrnn_weight_grad_f32(n_rows, d, ldd, m0, m1, n_src, a, lda, k, dw, ldw, db,
@@ -536,7 +541,7 @@ cdef inline void weight_grads(Py_ssize_t n_rows, Py_ssize_t m, const floating* d
         else:
             fastrnn_weight_grad_f64(n_rows, d, ldd, m0, m1, n_src, a, lda, k, dw, ldw, db,
                                     packed)
-        free(packed)
+        fastrnn_block_free(packed)
         return
     for s in range(n_src):
         gemm(True, False, m1 - m0, k[s], n_rows, <floating>1, d + m0, ldd, a[s], lda[s],
@@ -611,10 +616,11 @@ cdef inline floating* alloc_packed(const floating* like, Py_ssize_t rows,
     repays packing; NULL otherwise, or if malloc fails: step_gemm then calls BLAS.
 
     Allocated once per kernel call, before the team starts (``like`` only picks
-    the type); the caller frees it after the team ends."""
+    the type); the caller hands it back with fastrnn_block_free after the team
+    ends, for the next call to reuse (_blocks.h)."""
     if rows < PACK_MIN_ROWS or n <= 0:
         return NULL
-    return <floating*>malloc(n * sizeof(floating))
+    return <floating*>fastrnn_block_alloc(n * sizeof(floating))
 
 
 cdef inline void pack_weights(const floating* w, bint by_rows, Py_ssize_t K,
@@ -651,9 +657,23 @@ cdef inline void pack_stacked(const floating* w_ih, Py_ssize_t I, const floating
         fastrnn_pack_stacked_f64(w_ih, I, w_hh, K, n_gates, H, j0, j1, packed)
 
 
+cdef inline Py_ssize_t projection_packed_size(Py_ssize_t n_gates, Py_ssize_t H,
+                                             Py_ssize_t I) noexcept nogil:
+    """Elements of W_ih (n_gates*H, I) packed for the input projection on the packed
+    micro-kernel (step_gemm over a chunk's rows); 0 where BLAS projects.  With
+    16-column (AVX-512) groups the micro-kernel outruns the SGEMM of SciPy's OpenBLAS,
+    which runs its AVX2 (Haswell) kernels on AMD's Zen 5; with 8-column groups it
+    measured no faster, and BLAS keeps the job."""
+    return fastrnn_packed_size(n_gates, H, I) if FASTRNN_GROUP >= 16 else 0
+
+
 cdef inline Py_ssize_t input_grad_packed_size(Py_ssize_t I, Py_ssize_t G) noexcept nogil:
-    """Elements of W_ih (G, I) packed for input_grad; 0 where input_grad calls BLAS."""
-    return fastrnn_packed_size(1, I, G) if I <= DX_PACKED_MAX_INPUTS else 0
+    """Elements of W_ih (G, I) packed for input_grad; 0 where input_grad calls BLAS (more
+    than DX_PACKED_MAX_INPUTS inputs, unless the groups are AVX-512's, as in
+    projection_packed_size)."""
+    if I <= DX_PACKED_MAX_INPUTS or FASTRNN_GROUP >= 16:
+        return fastrnn_packed_size(1, I, G)
+    return 0
 
 
 cdef inline void input_grad(Py_ssize_t n_rows, Py_ssize_t I, Py_ssize_t G,
