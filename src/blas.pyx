@@ -5,6 +5,8 @@ from cython cimport floating
 from cython.parallel cimport prange
 from scipy.linalg.cython_blas cimport sgemm, dgemm, sgemv, dgemv
 
+import time
+
 import numpy as np
 
 
@@ -158,3 +160,31 @@ def packed_gemm_memview(floating[:, ::1] a, floating[:, ::1] w, bint by_rows,
             fastrnn_pack_f64(pw, rs_k, cs_n, K, n_gates, H, j0, j1, &packed[0])
             fastrnn_packed_gemm_f64(M, K, pa, K, &packed[0], n_gates, H, j0, j1, pc,
                                     n_gates * H, accumulate)
+
+
+def packed_gemm_seconds(float[:, ::1] a, float[:, ::1] w, float[:, ::1] c, int num_threads,
+                        int calls):
+    """Seconds of ``calls`` products C = A . W (float32, W (K, N)) on the kernels'
+    packed micro-kernel, each of ``num_threads`` OpenMP threads its share of W's
+    columns, packed once beforehand: the GEMM rate fastrnn's own tiles reach, the
+    benchmark's second ceiling beside NumPy's SGEMM."""
+    cdef Py_ssize_t M = a.shape[0], K = a.shape[1], N = w.shape[1]
+    if w.shape[0] != K or c.shape[0] != M or c.shape[1] != N or M == 0 or K == 0 \
+            or N == 0 or num_threads < 1 or calls < 1:
+        raise ValueError("packed_gemm_seconds: operand shapes do not agree")
+    packed_arr = np.empty(fastrnn_packed_size(1, N, K), np.float32)
+    cdef float[::1] packed = packed_arr
+    cdef Py_ssize_t nblk = (N + FASTRNN_GROUP - 1) // FASTRNN_GROUP, j0, j1
+    cdef int tid, i, nt = num_threads
+    for tid in prange(nt, num_threads=nt, schedule="static", nogil=True):
+        j0 = min(N, nblk * tid // nt * FASTRNN_GROUP)
+        j1 = min(N, nblk * (tid + 1) // nt * FASTRNN_GROUP)
+        fastrnn_pack_f32(&w[0, 0], N, 1, K, 1, N, j0, j1, &packed[0])
+    start = time.perf_counter()
+    for tid in prange(nt, num_threads=nt, schedule="static", nogil=True):
+        j0 = min(N, nblk * tid // nt * FASTRNN_GROUP)
+        j1 = min(N, nblk * (tid + 1) // nt * FASTRNN_GROUP)
+        for i in range(calls):
+            fastrnn_packed_gemm_f32(M, K, &a[0, 0], K, &packed[0], 1, N, j0, j1, &c[0, 0],
+                                    N, 0)
+    return time.perf_counter() - start

@@ -16,14 +16,16 @@ def test_bench_prints_a_table_and_writes_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert _bench.main(TINY + ["--json", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "SGEMM ceiling" in text and "fastrnn ms" in text
+    assert "GEMM ceiling" in text and "NumPy SGEMM" in text and "fastrnn ms" in text
     data = json.loads(out.read_text())
     rows = data["results"]
     assert [(r["cell"], r["mode"]) for r in rows] == [
         ("RNN", "inference"), ("RNN", "training"), ("GRU", "inference"), ("GRU", "training")]
     for r in rows:
         assert r["times_s"]["fastrnn"] > 0 and r["fastrnn_gflops"] > 0
-        assert r["sgemm_gflops"] > 0 and r["fastrnn_peak_mb"] >= 0
+        assert r["sgemm_gflops"] > 0 and r["packed_gemm_gflops"] > 0
+        assert r["fastrnn_peak_mb"] >= 0
+        assert r["ceiling_gflops"] == max(r["sgemm_gflops"], r["packed_gemm_gflops"])
         # The reference runs on a grid this small; its outputs matched fastrnn's.
         assert "numpy-ref" in r["times_s"] and "numpy-ref" not in r["notes"]
 
@@ -56,7 +58,7 @@ def test_bench_marks_a_peer_whose_outputs_differ(monkeypatch):
             return super().prepare(layer, x, mode)
 
     monkeypatch.setattr(_bench, "_available_peers", lambda threads, max_flops: [Wrong()])
-    monkeypatch.setattr(_bench, "sgemm_gflops", lambda threads: 1.0)   # not under test
+    monkeypatch.setattr(_bench, "ceilings", lambda threads: {"numpy": 1.0, "packed": 1.0})
     grid = dict(cells=("LSTM",), modes=("inference",), batches=(2,), hiddens=(8,), steps=3)
     (row,) = _bench.run(grid, repeats=1, progress=False)
     assert row["notes"] == {"wrong": "MISMATCH"} and "wrong" not in row["times_s"]

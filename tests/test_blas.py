@@ -89,6 +89,20 @@ def test_packed_gemm_several_passes_over_a(dtype, by_rows):
                   by_rows=by_rows, accumulate=True, dtype=dtype, seed=3)
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("m,k,n", [(37, 53, 70), (5, 8, 16), (64, 31, 3)])
+def test_packed_gemm_seconds_computes_the_product(m, k, n, threads):
+    # The benchmark's ceiling times a real product: every thread's share of columns.
+    rng = np.random.default_rng(m + k + n)
+    a = rng.standard_normal((m, k)).astype(np.float32)
+    w = rng.standard_normal((k, n)).astype(np.float32)
+    c = np.full((m, n), np.nan, np.float32)
+    assert _blas.packed_gemm_seconds(a, w, c, threads, 2) > 0
+    np.testing.assert_allclose(c, a.astype(np.float64) @ w, rtol=1e-5, atol=1e-5 * k)
+    with pytest.raises(ValueError):
+        _blas.packed_gemm_seconds(a, w.T.copy(), c, threads, 1)
+
+
 def test_packed_gemm_rejects_bad_shapes():
     with pytest.raises(ValueError):
         _blas.packed_gemm_memview(np.ones((2, 3)), np.ones((8, 3)), True, 1, 8, 4, 8,
