@@ -70,6 +70,13 @@ cdef inline Py_ssize_t stacked_packed_size(Py_ssize_t H, Py_ssize_t I,
     return fastrnn_packed_size(4, H, I + P)
 
 
+cdef enum:
+    # Stacked weights up to about a core's L2 cache (1 MB on the Zen 5 measured):
+    # split_batch_fits measured the batch split better at 1.3 MB, worse from 1.8 MB.
+    STACKED_L2_BYTES = 3 * 512 * 1024
+    STACKED_STREAM_ROWS = 16
+
+
 cdef inline bint split_batch_fits(Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize_t P,
                                   int nt, size_t item) noexcept nogil:
     """Whether a team of nt threads splits the batch (batch_split_pays), every thread
@@ -81,8 +88,19 @@ cdef inline bint split_batch_fits(Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_s
     32, 0.64x at 64; at hidden 256 0.94x, 0.70x, 0.75x; forward_train + backward
     0.75x, 0.77x (batch 8, 32) at hidden 128 and 0.87x, 0.85x, 0.90x (8, 32, 64) at
     256.  LSTM(512, 512) (8 MB stacked) measured even, LSTM(1024, 1024) 1.5-1.6x
-    slower.  Not with a projection (proj_size), whose h is not the GEMM's input."""
-    return P == H and batch_split_pays(B, 4 * H * (I + P) * <Py_ssize_t>item, nt)
+    slower.  Not with a projection (proj_size), whose h is not the GEMM's input.
+
+    Stacked weights much larger than a core's L2 cache (STACKED_L2_BYTES) come from
+    L3 at every step; a thread with fewer than STACKED_STREAM_ROWS rows does too little
+    work on them to hide that, and the team splits the units instead (each thread's
+    columns then stay in its L2).  Measured on AMD Zen 5 (1 MB L2), inference, the
+    same way: LSTM(256) at batch 8 0.84x the time split by units, batch 10 0.91x, 16
+    0.89x, LSTM(240) at batch 8 (1.8 MB) 0.84x; but LSTM(200) at batch 12 (1.3 MB)
+    1.05x the time; at 16 rows a thread LSTM(256) batch 32 measured even and batch 64
+    1.16x slower split by units."""
+    cdef Py_ssize_t weight_bytes = 4 * H * (I + P) * <Py_ssize_t>item
+    return (P == H and batch_split_pays(B, weight_bytes, nt)
+            and (weight_bytes <= STACKED_L2_BYTES or B >= STACKED_STREAM_ROWS * nt))
 
 
 cdef inline bint stack_input(Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize_t P,
