@@ -26,7 +26,7 @@ from fastrnn.kernels.common cimport (
     tanh_, total_rows, active_rows, rows_finishing_from, fill_bias, column_sums,
     copy_block, chunk_steps, chunk_first_row, publish_step, gru_row, gru_rz_row,
     gru_n_row, gru_grad_row, gru_rh_grad_row, weight_grad, fastrnn_packed_size,
-    alloc_packed, pack_weights, step_gemm, rows_product, recurrent_gemm, input_grad,
+    alloc_packed, gate_packed_size, pack_weights, step_gemm, rows_product, recurrent_gemm, input_grad,
     input_grad_packed_size, projection_packed_size, split_batch, batch_split_pays)
 
 
@@ -89,9 +89,11 @@ cdef void _forward_body(
     cdef floating* hn_t
     cdef floating* rh_t
     cdef const floating* b_hn = b_hh + 2 * H if b_hh != NULL else NULL
-    # Packed W_hr, W_hz (the thread's r and z columns) and W_hn, or NULL.
+    # Packed W_hr, W_hz (the thread's r and z columns) and W_hn, or NULL; W_hn where
+    # a team splitting the batch packs it, as the third of three whole gates.
     cdef floating* packed_rz = packed
-    cdef floating* packed_n = packed + fastrnn_packed_size(2, H, H) if packed != NULL else NULL
+    cdef floating* packed_n = (packed + 2 * gate_packed_size(packed, H, H)
+                               if packed != NULL else NULL)
 
     # A few rows step on W_hh as the layer holds it, unpacked.
     cdef bint rows_hh = not by_batch and rows_product(B)
@@ -105,7 +107,7 @@ cdef void _forward_body(
         # Every thread reads every column: the threads pack whole gates of them.
         for g in range(3 * tid // nt, 3 * (tid + 1) // nt):
             pack_weights(w_hh + g * H * H, True, H, 1, H, 0, H,
-                         packed + g * fastrnn_packed_size(1, H, H))
+                         packed + g * gate_packed_size(packed, H, H))
         split_batch(T, B, batch_sizes, tid, nt, &r0, &r1)
         k0, k1 = 0, H
     elif not rows_hh:

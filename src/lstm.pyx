@@ -41,7 +41,7 @@ from fastrnn.kernels.common cimport (
     fastrnn_flush_denormals, fastrnn_restore_fp_mode, split_units, sigmoid,
     tanh_, total_rows, active_rows, rows_finishing_from, fill_bias, column_sums,
     copy_block, chunk_steps, chunk_first_row, publish_step, lstm_row, lstm_grad_row,
-    weight_grad, fastrnn_packed_size, alloc_packed, pack_weights, pack_stacked,
+    weight_grad, fastrnn_packed_size, alloc_packed, gate_packed_size, pack_weights, pack_stacked,
     step_gemm, input_grad, input_grad_packed_size, projection_packed_size,
     stacked_weight_grads,
     split_batch, batch_split_pays, rows_product, recurrent_gemm)
@@ -176,7 +176,7 @@ cdef void _forward_body(
         # Every thread reads all the columns: the threads pack whole gates of them.
         for g in range(4 * tid // nt, 4 * (tid + 1) // nt):
             pack_stacked(w_ih + g * H * I, I, w_hh + g * H * P, P, 1, H, 0, H,
-                         packed_hh + g * fastrnn_packed_size(1, H, I + P))
+                         packed_hh + g * gate_packed_size(packed, H, I + P))
     elif stacked:
         pack_stacked(w_ih, I, w_hh, P, 4, H, j0, j1, packed_hh)
     elif not rows_hh:

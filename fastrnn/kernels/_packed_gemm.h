@@ -12,9 +12,9 @@
    column indices in the weights' B(k, col) and in C.  j0 is a multiple of
    FASTRNN_GROUP (split_units guarantees it).
 
-   Packed layout.  The column set is cut into groups of FASTRNN_GROUP columns
-   (per gate; the last group of a gate may be narrower and is padded with
-   zeros), group q holding B(k, col_q + e) at packed[(q * K + k) * FASTRNN_GROUP + e].
+   Packed layout.  The column set is cut into groups of G = FASTRNN_GROUP_f32 or
+   _f64 columns (per gate; the last group of a gate may be narrower and is padded
+   with zeros), group q holding B(k, col_q + e) at packed[(q * K + k) * G + e].
    A thread's groups start at element n_gates * j0 * K of a buffer of
    fastrnn_packed_size(n_gates, H, K) elements shared by the whole team.
 
@@ -29,16 +29,21 @@
 /* A group is one vector register of float32: 16 columns under AVX-512, else 8.  With
    AVX-512 the tiles run twice the FLOPs per instruction of AVX2 (OpenBLAS picks its
    Haswell kernels on AMD's Zen 5, so BLAS stays at AVX2's rate there).  float64
-   groups have the same width, two registers. */
+   groups are 8 columns: one AVX-512 register, two AVX2 ones (GCC lowers a 16-double
+   vector, two AVX-512 registers, through memory: float64 ran 4-5x slower). */
 #if defined(__AVX512F__)
-#define FASTRNN_GROUP 16
+#define FASTRNN_GROUP_f32 16
+#define FASTRNN_GROUP_f64 8
 typedef float fastrnn_group_f32 __attribute__((vector_size(64)));
-typedef double fastrnn_group_f64 __attribute__((vector_size(128)));
 #else
-#define FASTRNN_GROUP 8
+#define FASTRNN_GROUP_f32 8
+#define FASTRNN_GROUP_f64 8
 typedef float fastrnn_group_f32 __attribute__((vector_size(32)));
-typedef double fastrnn_group_f64 __attribute__((vector_size(64)));
 #endif
+typedef double fastrnn_group_f64 __attribute__((vector_size(64)));
+/* Threads split the units in multiples of FASTRNN_GROUP, a whole number of groups of
+   either dtype; packed buffers are sized for groups that wide. */
+#define FASTRNN_GROUP FASTRNN_GROUP_f32
 
 /* The tile's loops over its constant sizes must unroll before GCC decides where
    the accumulators live, or they stay in memory. */
@@ -61,6 +66,15 @@ static inline ptrdiff_t fastrnn_packed_size(ptrdiff_t n_gates, ptrdiff_t H, ptrd
     return n_gates * ((H + FASTRNN_GROUP - 1) / FASTRNN_GROUP) * FASTRNN_GROUP * K;
 }
 
+/* Elements of one gate's H columns, depth K, where one thread packs every unit:
+   gate g of such a buffer starts g times this far in. */
+static inline ptrdiff_t fastrnn_gate_packed_size_f32(ptrdiff_t H, ptrdiff_t K) {
+    return (H + FASTRNN_GROUP_f32 - 1) / FASTRNN_GROUP_f32 * FASTRNN_GROUP_f32 * K;
+}
+static inline ptrdiff_t fastrnn_gate_packed_size_f64(ptrdiff_t H, ptrdiff_t K) {
+    return (H + FASTRNN_GROUP_f64 - 1) / FASTRNN_GROUP_f64 * FASTRNN_GROUP_f64 * K;
+}
+
 /* Keep a loaded weight vector in a register for every row of a tile.  Left alone,
    GCC folds the load into each row's FMA when a tile has few rows, so a tile of 2-4
    rows loaded every weight vector once per row and was load-bound: measured on one
@@ -76,8 +90,12 @@ static inline ptrdiff_t fastrnn_packed_size(ptrdiff_t n_gates, ptrdiff_t H, ptrd
 #else
 #define FASTRNN_IN_REGISTER_f32(v) ((void)0)
 #endif
-/* float64 groups are two registers: left as they are. */
+/* float64 groups are one AVX-512 register, or two AVX2 ones: left as they are there. */
+#if defined(__GNUC__) && defined(__AVX512F__)
+#define FASTRNN_IN_REGISTER_f64(v) __asm__("" : "+v"(v))
+#else
 #define FASTRNN_IN_REGISTER_f64(v) ((void)0)
+#endif
 
 /* One tile: MR rows of A times NG groups, K deep, KU independent accumulator sets
    so that enough FMAs are in flight when MR * NG is small.  Each (MR, NG, KU) is its
@@ -104,7 +122,7 @@ FASTRNN_PG_TILE_ATTR static void NAME##_##SUF##_##MR##_##NG(                    
         FASTRNN_UNROLL for (int u = 0; u < KU; u++) {                                  \
             V b[NG];                                                                   \
             FASTRNN_UNROLL for (int g = 0; g < NG; g++) {                              \
-                memcpy(&b[g], bp + (g * K + k + u) * FASTRNN_GROUP, sizeof(V));        \
+                memcpy(&b[g], bp + (g * K + k + u) * FASTRNN_GROUP_##SUF, sizeof(V));  \
                 if (MR > 1)                                                            \
                     FASTRNN_IN_REGISTER_##SUF(b[g]);                                   \
             }                                                                          \
@@ -119,7 +137,7 @@ FASTRNN_PG_TILE_ATTR static void NAME##_##SUF##_##MR##_##NG(                    
     for (; k < K; k++) {                                                               \
         V b[NG];                                                                       \
         FASTRNN_UNROLL for (int g = 0; g < NG; g++)                                    \
-            memcpy(&b[g], bp + (g * K + k) * FASTRNN_GROUP, sizeof(V));                \
+            memcpy(&b[g], bp + (g * K + k) * FASTRNN_GROUP_##SUF, sizeof(V));          \
         FASTRNN_UNROLL for (int m = 0; m < MR; m++) {                                  \
             T s = a[m * MS + k * KS];                                                  \
             V av = s - (V){0};                                                         \
@@ -135,7 +153,7 @@ FASTRNN_PG_TILE_ATTR static void NAME##_##SUF##_##MR##_##NG(                    
         FASTRNN_UNROLL for (int g = 0; g < NG; g++) {                                  \
             T* dst = c[g] + m * ldc;                                                   \
             V r = acc[0][m][g];                                                        \
-            if (width[g] == FASTRNN_GROUP) {                                           \
+            if (width[g] == FASTRNN_GROUP_##SUF) {                                     \
                 if (accumulate) {                                                      \
                     V old;                                                             \
                     memcpy(&old, dst, sizeof(V));                                      \
@@ -156,7 +174,7 @@ FASTRNN_PG_TILE_ATTR static void NAME##_##SUF##_##MR##_##NG(                    
    than the element loop, H = 128 to 512), eight rows of the group at a time;
    float64 keeps the element loop. */
 static void fastrnn_pack_rows_f32(const float* src, ptrdiff_t ld, ptrdiff_t K, float* dst) {
-    for (int e0 = 0; e0 < FASTRNN_GROUP; e0 += 8) {
+    for (int e0 = 0; e0 < FASTRNN_GROUP_f32; e0 += 8) {
         const float* s8 = src + e0 * ld;
         float* d8 = dst + e0;
         ptrdiff_t k = 0;
@@ -179,20 +197,20 @@ static void fastrnn_pack_rows_f32(const float* src, ptrdiff_t ld, ptrdiff_t K, f
                 fastrnn_v8f lo = FASTRNN_SHUFFLE8(u[i], u[i + 4], 0, 1, 2, 3, 8, 9, 10, 11);
                 fastrnn_v8f hi =
                     FASTRNN_SHUFFLE8(u[i], u[i + 4], 4, 5, 6, 7, 12, 13, 14, 15);
-                memcpy(d8 + (k + i) * FASTRNN_GROUP, &lo, sizeof(fastrnn_v8f));
-                memcpy(d8 + (k + 4 + i) * FASTRNN_GROUP, &hi, sizeof(fastrnn_v8f));
+                memcpy(d8 + (k + i) * FASTRNN_GROUP_f32, &lo, sizeof(fastrnn_v8f));
+                memcpy(d8 + (k + 4 + i) * FASTRNN_GROUP_f32, &hi, sizeof(fastrnn_v8f));
             }
         }
         for (; k < K; k++)
             for (int e = 0; e < 8; e++)
-                d8[k * FASTRNN_GROUP + e] = s8[e * ld + k];
+                d8[k * FASTRNN_GROUP_f32 + e] = s8[e * ld + k];
     }
 }
 static void fastrnn_pack_rows_f64(const double* src, ptrdiff_t ld, ptrdiff_t K,
                                   double* dst) {
-    for (int e = 0; e < FASTRNN_GROUP; e++)
+    for (int e = 0; e < FASTRNN_GROUP_f64; e++)
         for (ptrdiff_t k = 0; k < K; k++)
-            dst[k * FASTRNN_GROUP + e] = src[e * ld + k];
+            dst[k * FASTRNN_GROUP_f64 + e] = src[e * ld + k];
 }
 
 /* The tiles and their accumulator sets (KU): at least 8 vector FMAs in flight (two
@@ -265,25 +283,25 @@ FASTRNN_DEFINE_DISPATCH_f64(fastrnn_wg_dispatch, fastrnn_wg_tile)
 static void fastrnn_pack_part_##SUF(const T* w, ptrdiff_t rs_k, ptrdiff_t cs_n,       \
         ptrdiff_t Kw, ptrdiff_t k0, ptrdiff_t K, ptrdiff_t n_gates, ptrdiff_t H,       \
         ptrdiff_t j0, ptrdiff_t j1, T* packed) {                                       \
-    T* dst = packed + n_gates * j0 * K + k0 * FASTRNN_GROUP;                           \
+    T* dst = packed + n_gates * j0 * K + k0 * FASTRNN_GROUP_##SUF;                     \
     for (ptrdiff_t g = 0; g < n_gates; g++) {                                          \
-        for (ptrdiff_t u = j0; u < j1; u += FASTRNN_GROUP) {                           \
-            ptrdiff_t width = j1 - u < FASTRNN_GROUP ? j1 - u : FASTRNN_GROUP;         \
+        for (ptrdiff_t u = j0; u < j1; u += FASTRNN_GROUP_##SUF) {                     \
+            ptrdiff_t width = j1 - u < FASTRNN_GROUP_##SUF ? j1 - u : FASTRNN_GROUP_##SUF; \
             const T* src = w + (g * H + u) * cs_n;                                     \
-            if (width < FASTRNN_GROUP)                                                 \
-                memset(dst, 0, (size_t)Kw * FASTRNN_GROUP * sizeof(T));                \
-            if (cs_n != 1 && rs_k == 1 && width == FASTRNN_GROUP) {                    \
+            if (width < FASTRNN_GROUP_##SUF)                                           \
+                memset(dst, 0, (size_t)Kw * FASTRNN_GROUP_##SUF * sizeof(T));          \
+            if (cs_n != 1 && rs_k == 1 && width == FASTRNN_GROUP_##SUF) {              \
                 fastrnn_pack_rows_##SUF(src, cs_n, Kw, dst);                          \
             } else if (cs_n == 1) {                                                    \
                 for (ptrdiff_t k = 0; k < Kw; k++)                                     \
                     for (ptrdiff_t e = 0; e < width; e++)                              \
-                        dst[k * FASTRNN_GROUP + e] = src[k * rs_k + e];                \
+                        dst[k * FASTRNN_GROUP_##SUF + e] = src[k * rs_k + e];          \
             } else {                                                                   \
                 for (ptrdiff_t e = 0; e < width; e++)                                  \
                     for (ptrdiff_t k = 0; k < Kw; k++)                                 \
-                        dst[k * FASTRNN_GROUP + e] = src[e * cs_n + k * rs_k];         \
+                        dst[k * FASTRNN_GROUP_##SUF + e] = src[e * cs_n + k * rs_k];   \
             }                                                                          \
-            dst += K * FASTRNN_GROUP;                                                  \
+            dst += K * FASTRNN_GROUP_##SUF;                                            \
         }                                                                              \
     }                                                                                  \
 }                                                                                      \
@@ -311,7 +329,7 @@ static void fastrnn_pack_stacked_##SUF(const T* w1, ptrdiff_t K1, const T* w2,  
 static void fastrnn_packed_gemm_##SUF(ptrdiff_t M, ptrdiff_t K, const T* a,            \
         ptrdiff_t lda, const T* packed, ptrdiff_t n_gates, ptrdiff_t H, ptrdiff_t j0,  \
         ptrdiff_t j1, T* c, ptrdiff_t ldc, int accumulate) {                           \
-    ptrdiff_t per_gate = (j1 - j0 + FASTRNN_GROUP - 1) / FASTRNN_GROUP;                \
+    ptrdiff_t per_gate = (j1 - j0 + FASTRNN_GROUP_##SUF - 1) / FASTRNN_GROUP_##SUF;    \
     ptrdiff_t nq = n_gates * per_gate;                                                 \
     const T* base = packed + n_gates * j0 * K;                                         \
     /* Rows of A per pass over the weights: A's block stays in L2 (~128 KB). */        \
@@ -321,8 +339,8 @@ static void fastrnn_packed_gemm_##SUF(ptrdiff_t M, ptrdiff_t K, const T* a,     
     if (K <= 0) {                                                                      \
         if (accumulate) return;                                                        \
         for (ptrdiff_t q = 0; q < nq; q++) {                                           \
-            ptrdiff_t u = j0 + (q % per_gate) * FASTRNN_GROUP;                         \
-            ptrdiff_t w = j1 - u < FASTRNN_GROUP ? j1 - u : FASTRNN_GROUP;             \
+            ptrdiff_t u = j0 + (q % per_gate) * FASTRNN_GROUP_##SUF;                   \
+            ptrdiff_t w = j1 - u < FASTRNN_GROUP_##SUF ? j1 - u : FASTRNN_GROUP_##SUF; \
             for (ptrdiff_t m = 0; m < M; m++)                                          \
                 memset(c + m * ldc + (q / per_gate) * H + u, 0, (size_t)w * sizeof(T)); \
         }                                                                              \
@@ -335,11 +353,11 @@ static void fastrnn_packed_gemm_##SUF(ptrdiff_t M, ptrdiff_t K, const T* a,     
             T* cols[2];                                                                \
             int width[2];                                                              \
             for (int g = 0; g < ng; g++) {                                             \
-                ptrdiff_t u = j0 + ((q + g) % per_gate) * FASTRNN_GROUP;               \
+                ptrdiff_t u = j0 + ((q + g) % per_gate) * FASTRNN_GROUP_##SUF;         \
                 cols[g] = c + ((q + g) / per_gate) * H + u;                            \
-                width[g] = (int)(j1 - u < FASTRNN_GROUP ? j1 - u : FASTRNN_GROUP);     \
+                width[g] = (int)(j1 - u < FASTRNN_GROUP_##SUF ? j1 - u : FASTRNN_GROUP_##SUF); \
             }                                                                          \
-            const T* bp = base + q * K * FASTRNN_GROUP;                                \
+            const T* bp = base + q * K * FASTRNN_GROUP_##SUF;                          \
             for (ptrdiff_t m = m_pass; m < m_end; m += MR_MAX) {                       \
                 int mr = (int)(m_end - m < MR_MAX ? m_end - m : MR_MAX);               \
                 T* cm[2] = {cols[0] + m * ldc, ng > 1 ? cols[1] + m * ldc : NULL};     \
@@ -358,10 +376,11 @@ FASTRNN_DEFINE_PACKED_GEMM(f64, double, fastrnn_group_f64, 3)
    here) beside the rows of d it meets. */
 #define FASTRNN_WG_L2_BYTES 131072
 /* The sources' columns, each source padded to whole groups. */
-static inline ptrdiff_t fastrnn_wg_columns(ptrdiff_t n_src, const ptrdiff_t* k) {
+static inline ptrdiff_t fastrnn_wg_columns(ptrdiff_t n_src, const ptrdiff_t* k,
+                                           ptrdiff_t group) {
     ptrdiff_t cols = 0;
     for (ptrdiff_t s = 0; s < n_src; s++)
-        cols += (k[s] + FASTRNN_GROUP - 1) / FASTRNN_GROUP * FASTRNN_GROUP;
+        cols += (k[s] + group - 1) / group * group;
     return cols;
 }
 #define FASTRNN_DEFINE_WEIGHT_GRAD(SUF, T, MR_MAX)                                     \
@@ -369,7 +388,7 @@ static inline ptrdiff_t fastrnn_wg_columns(ptrdiff_t n_src, const ptrdiff_t* k) 
    columns, but at least 256 (dW's tiles are read and written once a chunk) and at    \
    most 512. */                                                                       \
 static ptrdiff_t fastrnn_weight_grad_chunk_##SUF(ptrdiff_t n_src, const ptrdiff_t* k) { \
-    ptrdiff_t cols = fastrnn_wg_columns(n_src, k);                                     \
+    ptrdiff_t cols = fastrnn_wg_columns(n_src, k, FASTRNN_GROUP_##SUF);                \
     ptrdiff_t rows = (ptrdiff_t)(FASTRNN_WG_L2_BYTES / sizeof(T)) / (cols > 0 ? cols : 1); \
     return rows < 256 ? 256 : rows > 512 ? 512 : rows;                                 \
 }                                                                                      \
@@ -377,7 +396,7 @@ static ptrdiff_t fastrnn_weight_grad_chunk_##SUF(ptrdiff_t n_src, const ptrdiff_
    m1 - m0 = rows gradient rows. */                                                   \
 static ptrdiff_t fastrnn_weight_grad_size_##SUF(ptrdiff_t n_src, const ptrdiff_t* k,   \
                                                ptrdiff_t rows) {                       \
-    ptrdiff_t cols = fastrnn_wg_columns(n_src, k);                                     \
+    ptrdiff_t cols = fastrnn_wg_columns(n_src, k, FASTRNN_GROUP_##SUF);                \
     return (cols + (rows + MR_MAX - 1) / MR_MAX * MR_MAX)                              \
            * fastrnn_weight_grad_chunk_##SUF(n_src, k);                                \
 }                                                                                      \
@@ -397,8 +416,8 @@ static void fastrnn_weight_grad_##SUF(ptrdiff_t N, const T* d, ptrdiff_t ldd,   
         T* db, T* packed) {                                                            \
     ptrdiff_t chunk = fastrnn_weight_grad_chunk_##SUF(n_src, k);                       \
     ptrdiff_t block = (ptrdiff_t)(FASTRNN_WG_L2_BYTES / sizeof(T)) / chunk;            \
-    block = block < 2 * FASTRNN_GROUP ? 2 * FASTRNN_GROUP                              \
-                                      : block / (2 * FASTRNN_GROUP) * 2 * FASTRNN_GROUP; \
+    block = block < 2 * FASTRNN_GROUP_##SUF ? 2 * FASTRNN_GROUP_##SUF                  \
+                                      : block / (2 * FASTRNN_GROUP_##SUF) * 2 * FASTRNN_GROUP_##SUF; \
     if (m1 <= m0) return;                                                              \
     if (db != NULL)                                                                    \
         memset(db + m0, 0, (size_t)(m1 - m0) * sizeof(T));                             \
@@ -408,14 +427,14 @@ static void fastrnn_weight_grad_##SUF(ptrdiff_t N, const T* d, ptrdiff_t ldd,   
                 memset(dw[s] + m * ldw[s], 0, (size_t)k[s] * sizeof(T));               \
         return;                                                                        \
     }                                                                                  \
-    T* d_packed = packed + fastrnn_wg_columns(n_src, k) * chunk;                       \
+    T* d_packed = packed + fastrnn_wg_columns(n_src, k, FASTRNN_GROUP_##SUF) * chunk;  \
     for (ptrdiff_t n0 = 0; n0 < N; n0 += chunk) {                                      \
         ptrdiff_t nc = N - n0 < chunk ? N - n0 : chunk;                                \
         T* src_packed = packed;                                                        \
         for (ptrdiff_t s = 0; s < n_src; s++) {                                        \
             fastrnn_pack_part_##SUF(a[s] + n0 * lda[s], lda[s], 1, nc, 0, nc, 1, k[s], \
                                     0, k[s], src_packed);                              \
-            src_packed += fastrnn_wg_columns(1, &k[s]) * nc;                           \
+            src_packed += fastrnn_wg_columns(1, &k[s], FASTRNN_GROUP_##SUF) * nc;      \
         }                                                                              \
         /* The chunk's rows of d, the thread's columns, copied tile by tile ((k,       \
            MR_MAX) each).  d's rows are often 2^n elements apart (4H, 3H): walking down\
@@ -440,14 +459,14 @@ static void fastrnn_weight_grad_##SUF(ptrdiff_t N, const T* d, ptrdiff_t ldd,   
                 for (ptrdiff_t m = m0; m < m1; m += MR_MAX) {                          \
                     int mr = (int)(m1 - m < MR_MAX ? m1 - m : MR_MAX);                 \
                     const T* am = d_packed + (m - m0) / MR_MAX * nc * MR_MAX;          \
-                    for (ptrdiff_t col = c0; col < c1; col += 2 * FASTRNN_GROUP) {     \
-                        int ng = c1 - col > FASTRNN_GROUP ? 2 : 1;                     \
+                    for (ptrdiff_t col = c0; col < c1; col += 2 * FASTRNN_GROUP_##SUF) { \
+                        int ng = c1 - col > FASTRNN_GROUP_##SUF ? 2 : 1;               \
                         T* cm[2] = {dw[s] + m * ldw[s] + col,                          \
-                                    dw[s] + m * ldw[s] + col + FASTRNN_GROUP};         \
+                                    dw[s] + m * ldw[s] + col + FASTRNN_GROUP_##SUF};   \
                         int width[2];                                                  \
                         for (int g = 0; g < 2; g++) {                                  \
-                            ptrdiff_t left = c1 - col - g * FASTRNN_GROUP;             \
-                            width[g] = (int)(left < FASTRNN_GROUP ? left : FASTRNN_GROUP); \
+                            ptrdiff_t left = c1 - col - g * FASTRNN_GROUP_##SUF;       \
+                            width[g] = (int)(left < FASTRNN_GROUP_##SUF ? left : FASTRNN_GROUP_##SUF); \
                         }                                                              \
                         fastrnn_wg_dispatch_##SUF(mr, ng, nc, am, MR_MAX,              \
                                                   src_packed + col * nc, cm, width,    \
@@ -455,7 +474,7 @@ static void fastrnn_weight_grad_##SUF(ptrdiff_t N, const T* d, ptrdiff_t ldd,   
                     }                                                                  \
                 }                                                                      \
             }                                                                          \
-            src_packed += fastrnn_wg_columns(1, &k[s]) * nc;                           \
+            src_packed += fastrnn_wg_columns(1, &k[s], FASTRNN_GROUP_##SUF) * nc;      \
         }                                                                              \
     }                                                                                  \
 }

@@ -149,6 +149,8 @@ cdef extern from "fastrnn/kernels/_packed_gemm.h":
     # Columns of one packed group, one float32 vector register (16 under AVX-512, else 8).
     enum: FASTRNN_GROUP
     Py_ssize_t fastrnn_packed_size(Py_ssize_t n_gates, Py_ssize_t H, Py_ssize_t K) noexcept nogil
+    Py_ssize_t fastrnn_gate_packed_size_f32(Py_ssize_t H, Py_ssize_t K) noexcept nogil
+    Py_ssize_t fastrnn_gate_packed_size_f64(Py_ssize_t H, Py_ssize_t K) noexcept nogil
     void fastrnn_pack_f32(const float* w, Py_ssize_t rs_k, Py_ssize_t cs_n, Py_ssize_t K,
                           Py_ssize_t n_gates, Py_ssize_t H, Py_ssize_t j0, Py_ssize_t j1,
                           float* packed) noexcept nogil
@@ -642,6 +644,16 @@ cdef inline void pack_weights(const floating* w, bint by_rows, Py_ssize_t K,
             fastrnn_pack_f64(w, 1, K, K, n_gates, H, j0, j1, packed)
         else:
             fastrnn_pack_f64(w, n_gates * H, 1, K, n_gates, H, j0, j1, packed)
+
+
+cdef inline Py_ssize_t gate_packed_size(const floating* like, Py_ssize_t H,
+                                       Py_ssize_t K) noexcept nogil:
+    """Elements of one gate of H columns, depth K, where a thread owns every unit
+    (the team splits the batch, each thread packing whole gates): gate g starts g
+    times this far in.  Groups are narrower in float64 than the thread split's."""
+    if floating is float:
+        return fastrnn_gate_packed_size_f32(H, K)
+    return fastrnn_gate_packed_size_f64(H, K)
 
 
 cdef inline void pack_stacked(const floating* w_ih, Py_ssize_t I, const floating* w_hh,
