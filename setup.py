@@ -29,7 +29,8 @@ FLAGS = {
 EXTENSIONS = [("fastrnn.kernels.blas", "src/blas.pyx"), ("fastrnn.kernels.rnn", "src/rnn.pyx"),
               ("fastrnn.kernels.lstm", "src/lstm.pyx"), ("fastrnn.kernels.gru", "src/gru.pyx"),
               ("fastrnn._threads", "src/_threads.pyx"), ("fastrnn._stream", "src/_stream.pyx"),
-              ("fastrnn._train_ops", "src/_train_ops.pyx")]
+              ("fastrnn._train_ops", "src/_train_ops.pyx"),
+              ("fastrnn.kernels.dense", "src/dense.pyx")]
 HEADERS = ["fastrnn/kernels/_activations.h", "fastrnn/kernels/_cells.h",
            "fastrnn/kernels/_packed_gemm.h", "fastrnn/kernels/_train_ops.h",
            "fastrnn/kernels/_gemv_rows.h", "fastrnn/kernels/_vectors.h",

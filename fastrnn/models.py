@@ -19,7 +19,7 @@ from fastrnn._train_ops import scatter_add
 from fastrnn._layers import (GRU, LSTM, RNN, RNNBase, _check_size, _layer_dtype,
                              aligned_param, as_real_array, owned)
 from fastrnn._scratch import POOL
-from fastrnn.kernels.blas import gemm_memview
+from fastrnn.kernels.dense import product as _product
 
 __all__ = ["Embedding", "Dense", "FinalState", "Dropout", "Sequential"]
 
@@ -247,11 +247,12 @@ def _gemm(a, b, *, trans_a=False, trans_b=False, c=None):
     """C := op(A) op(B) + C (C zero when not given, then lent by the scratch pool), on
     2-D arrays of one dtype.
 
-    Runs on fastrnn's own BLAS held to one thread per thread of fastrnn's OpenMP
-    team, not on NumPy's: an idle OpenBLAS worker spins for a while after each
-    call, and NumPy's (a second OpenBLAS) then starves the recurrent kernels'
-    team.  Measured on 2 cores, character LM epochs (Dense 128 -> 96 on 2048 rows
-    per batch): 1.3 s with NumPy's matmul, 0.43 s on one BLAS thread.
+    Runs on fastrnn's packed micro-kernel where it outruns BLAS (AVX-512 builds,
+    fastrnn.kernels.dense), else on fastrnn's own BLAS held to one thread per thread
+    of fastrnn's OpenMP team, never on NumPy's: an idle OpenBLAS worker spins for a
+    while after each call, and NumPy's (a second OpenBLAS) then starves the recurrent
+    kernels' team.  Measured on 2 cores, character LM epochs (Dense 128 -> 96 on 2048
+    rows per batch): 1.3 s with NumPy's matmul, 0.43 s on one BLAS thread.
     """
     a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
     m = a.shape[1] if trans_a else a.shape[0]
@@ -262,7 +263,7 @@ def _gemm(a, b, *, trans_a=False, trans_b=False, c=None):
     threads = get_num_threads() if m * n * (a.shape[0] if trans_a else a.shape[1]) \
         >= _PARALLEL_GEMM_MACS else 1
     with blas_guard.single_threaded():
-        gemm_memview(trans_a, trans_b, 1.0, a, b, beta, c, threads)
+        _product(trans_a, trans_b, 1.0, a, b, beta, c, threads)
     return c
 
 

@@ -123,3 +123,38 @@ def test_gemm_split_over_threads_matches_numpy(dtype, trans_a, trans_b, m, n, k,
     _blas.gemm_memview(trans_a, trans_b, 0.5, a, b, 2.0, c, threads)
     tol = 1e-5 if dtype == np.float32 else 1e-13
     np.testing.assert_allclose(c, expected, rtol=tol, atol=tol)
+
+
+# fastrnn.Dense's products (fastrnn.kernels.dense): on the packed micro-kernel where it
+# covers the case (AVX-512 builds), else on BLAS; the answers must not depend on which.
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("trans_a,trans_b", list(itertools.product([False, True], repeat=2)))
+@pytest.mark.parametrize("beta", [0.0, 1.0, 0.5])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("m,n,k", [(37, 53, 70), (2048, 96, 128), (5, 3, 1), (1, 40, 17)])
+def test_dense_product_matches_numpy(dtype, trans_a, trans_b, beta, threads, m, n, k):
+    from fastrnn.kernels import dense
+    rng = np.random.default_rng(m * 7 + n * 5 + k)
+    a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(dtype)
+    b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(dtype)
+    c = rng.standard_normal((m, n)).astype(dtype)
+    expected = (a.T if trans_a else a).astype(np.float64) @ (b.T if trans_b else b) + beta * c
+    dense.product(trans_a, trans_b, 1.0, a, b, beta, c, threads)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    scale = np.sqrt(k) + np.abs(beta * c)
+    np.testing.assert_array_less(np.abs(c - expected), tol * scale)
+
+
+def test_dense_product_covers_what_the_micro_kernel_can_do():
+    from fastrnn.kernels import dense
+    wide = _blas.packed_group() >= 16
+    assert dense.covers(False, True, 1.0, 0.0) == wide
+    assert dense.covers(False, False, 1.0, 1.0) == wide
+    assert dense.covers(True, False, 1.0, 0.0) == wide
+    assert not dense.covers(True, False, 1.0, 1.0)      # the weight gradients' tiles overwrite
+    assert not dense.covers(True, True, 1.0, 0.0)
+    assert not dense.covers(False, True, 2.0, 0.0)
+    assert not dense.covers(False, True, 1.0, 0.5)
+    with pytest.raises(ValueError):
+        dense.product(False, False, 1.0, np.ones((2, 3)), np.ones((4, 5)), 0.0,
+                      np.zeros((2, 5)))
