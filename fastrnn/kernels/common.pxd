@@ -4,7 +4,6 @@
 from cython cimport floating
 from libc.math cimport tanh
 
-
 from fastrnn.kernels.blas cimport gemm
 
 cdef extern from *:
@@ -650,7 +649,8 @@ cdef inline Py_ssize_t gate_packed_size(const floating* like, Py_ssize_t H,
                                        Py_ssize_t K) noexcept nogil:
     """Elements of one gate of H columns, depth K, where a thread owns every unit
     (the team splits the batch, each thread packing whole gates): gate g starts g
-    times this far in.  Groups are narrower in float64 than the thread split's."""
+    times this far in.  It depends on the dtype: float64 groups may be narrower than
+    FASTRNN_GROUP, the unit the threads split by."""
     if floating is float:
         return fastrnn_gate_packed_size_f32(H, K)
     return fastrnn_gate_packed_size_f64(H, K)
