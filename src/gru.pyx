@@ -27,7 +27,8 @@ from fastrnn.kernels.common cimport (
     copy_block, chunk_steps, chunk_first_row, publish_step, gru_row, gru_rz_row,
     gru_n_row, gru_grad_row, gru_rh_grad_row, weight_grad, fastrnn_packed_size,
     alloc_packed, gate_packed_size, pack_weights, step_gemm, rows_product, recurrent_gemm, input_grad,
-    input_grad_packed_size, projection_packed_size, split_batch, batch_split_pays)
+    input_grad_packed_size, projection_packed_size, projection_panels,
+    project_inputs, split_batch, batch_split_pays)
 
 
 cdef inline bint split_batch_fits(Py_ssize_t B, Py_ssize_t H, int nt,
@@ -69,6 +70,7 @@ cdef void _forward_body(
         int nt, fastrnn_team_sync* sync) noexcept nogil:
     cdef bint training = gates != NULL
     cdef bint up = not reverse
+    cdef bint panels = projection_panels(T, B, training)
     cdef Py_ssize_t G = 3 * H
     cdef Py_ssize_t j0, j1, hk, g, s, t, b, j, bs, finish, row, base, k
     cdef Py_ssize_t s_chunk, n_chunk, chunk_n
@@ -113,7 +115,8 @@ cdef void _forward_body(
     elif not rows_hh:
         pack_weights(w_hh, True, H, 2, H, j0, j1, packed_rz)
         pack_weights(w_hh + 2 * H * H, True, H, 1, H, j0, j1, packed_n)
-    pack_weights(w_ih, True, I, 3, H, j0, j1, packed_ih)
+    if not panels:
+        pack_weights(w_ih, True, I, 3, H, j0, j1, packed_ih)
     copy_block(h_cur, H, h0, H, B, j0, j1)
     copy_block(h_next, H, h0, H, B, j0, j1)
     fastrnn_team_barrier(sync, nt, &sense)
@@ -127,8 +130,8 @@ cdef void _forward_body(
         for g in range(3):
             fill_bias(xp_row, chunk_n, G, g * H + j0, g * H + j1, b_ih,
                       b_hh if g < 2 else NULL)
-        step_gemm(chunk_n, I, x + base * I, I, w_ih, True, packed_ih, 3, H, j0, j1, xp_row,
-                  G, True)
+        project_inputs(chunk_n, I, x + base * I, w_ih, packed_ih, panels, 3, H, j0, j1,
+                       xp_row, G, tid)
         if by_batch:
             fastrnn_team_barrier(sync, nt, &sense)      # the chunk's projection is whole
 
@@ -197,7 +200,8 @@ cdef void gru_forward(
     sync.sense = 0
     cdef floating* packed = alloc_packed(x, T * B, fastrnn_packed_size(3, H, H))
     # W_ih packed for the input projection (as in fastrnn.kernels.lstm), or NULL.
-    cdef floating* packed_ih = alloc_packed(x, T * B, projection_packed_size(3, H, I))
+    cdef floating* packed_ih = alloc_packed(x, T * B, projection_packed_size(
+        3, H, I, projection_panels(T, B, gates != NULL), num_threads if num_threads > 1 else 1))
     cdef bint by_batch = packed != NULL and split_batch_fits(B, H, num_threads,
                                                               sizeof(floating))
     if num_threads <= 1:

@@ -42,7 +42,8 @@ from fastrnn.kernels.common cimport (
     tanh_, total_rows, active_rows, rows_finishing_from, fill_bias, column_sums,
     copy_block, chunk_steps, chunk_first_row, publish_step, lstm_row, lstm_grad_row,
     weight_grad, fastrnn_packed_size, alloc_packed, gate_packed_size, pack_weights, pack_stacked,
-    step_gemm, input_grad, input_grad_packed_size, projection_packed_size,
+    step_gemm, input_grad, input_grad_packed_size, projection_packed_size, projection_panels,
+    project_inputs,
     stacked_weight_grads,
     split_batch, batch_split_pays, rows_product, recurrent_gemm)
 
@@ -135,6 +136,7 @@ cdef void _forward_body(
     cdef bint training = gates != NULL
     cdef bint up = not reverse
     cdef bint proj = w_hr != NULL
+    cdef bint panels = projection_panels(T, B, training)
     cdef Py_ssize_t G = 4 * H
     cdef Py_ssize_t j0, j1, hk, p0, p1, pk, i0, i1, g, s, t, b, j, bs, finish, row, base
     cdef Py_ssize_t s_chunk, n_chunk, chunk_n, t_next, bs_next
@@ -182,7 +184,8 @@ cdef void _forward_body(
     elif not rows_hh:
         pack_weights(w_hh, True, P, 4, H, j0, j1, packed_hh)
     pack_weights(w_hr, True, H, 1, P, p0, p1, packed_hr)
-    pack_weights(w_ih, True, I, 4, H, j0, j1, packed_ih)
+    if not panels:
+        pack_weights(w_ih, True, I, 4, H, j0, j1, packed_ih)
     # Both h buffers start at h0: rows that join late (reverse walk) read h0 from either.
     copy_block(h_cur, ldh, h0, P, B, p0, p1)
     copy_block(h_next, ldh, h0, P, B, p0, p1)
@@ -207,8 +210,8 @@ cdef void _forward_body(
             xp_row = xp if not training else xp + base * G
             for g in range(4):
                 fill_bias(xp_row, chunk_n, G, g * H + j0, g * H + j1, b_ih, b_hh)
-            step_gemm(chunk_n, I, x + base * I, I, w_ih, True, packed_ih, 4, H, j0, j1,
-                      xp_row, G, True)
+            project_inputs(chunk_n, I, x + base * I, w_ih, packed_ih, panels, 4, H, j0, j1,
+                       xp_row, G, tid)
 
         for s in range(s_chunk, s_chunk + n_chunk):
             t = s if up else T - 1 - s
@@ -296,7 +299,8 @@ cdef void lstm_forward(
     # W_ih packed for the chunks' input projection (the thread's gate columns), or NULL.
     # Its own block: added to the others, a large layer's would exceed glibc's largest
     # threshold for reusing freed memory (32 MB), and every call would fault its pages in.
-    cdef floating* packed_ih = (alloc_packed(x, T * B, projection_packed_size(4, H, I))
+    cdef floating* packed_ih = (alloc_packed(x, T * B, projection_packed_size(
+        4, H, I, projection_panels(T, B, gates != NULL), num_threads if num_threads > 1 else 1))
                                 if not stacked else NULL)
     if num_threads <= 1:
         _forward_body(T, B, I, H, P, batch_sizes, reverse, x, w_ih, w_hh, b_ih, b_hh, w_hr,

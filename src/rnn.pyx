@@ -19,7 +19,8 @@ from fastrnn.kernels.common cimport (
     tanh_, total_rows, active_rows, rows_finishing_from, fill_bias, column_sums,
     copy_block, chunk_steps, chunk_first_row, publish_step, rnn_row, rnn_grad_row,
     fastrnn_packed_size, alloc_packed, pack_weights, step_gemm, rows_product, recurrent_gemm,
-    weight_grad, input_grad, input_grad_packed_size, projection_packed_size)
+    weight_grad, input_grad, input_grad_packed_size, projection_packed_size, projection_panels,
+    project_inputs)
 
 ACTIVATIONS = {"tanh": ACT_TANH, "relu": ACT_RELU, "sigmoid": ACT_SIGMOID}
 
@@ -43,6 +44,7 @@ cdef void _forward_body(
         floating* packed_ih, int tid, int nt, fastrnn_team_sync* sync) noexcept nogil:
     cdef bint training = hs != NULL
     cdef bint up = not reverse
+    cdef bint panels = projection_panels(T, B, training)
     cdef Py_ssize_t j0, j1, hk, s, t, b, j, bs, finish, row, base
     cdef Py_ssize_t s_chunk, n_chunk, chunk_n
     cdef Py_ssize_t n_rows = total_rows(T, B, batch_sizes)
@@ -63,7 +65,8 @@ cdef void _forward_body(
     hk = j1 - j0
     if not rows_hh:
         pack_weights(w_hh, True, H, 1, H, j0, j1, packed)  # W_hh's rows of the thread's units
-    pack_weights(w_ih, True, I, 1, H, j0, j1, packed_ih)
+    if not panels:
+        pack_weights(w_ih, True, I, 1, H, j0, j1, packed_ih)
     copy_block(h_cur, H, h0, H, B, j0, j1)
     copy_block(h_next, H, h0, H, B, j0, j1)
     fastrnn_team_barrier(sync, nt, &sense)
@@ -74,8 +77,8 @@ cdef void _forward_body(
         base = chunk_first_row(T, B, batch_sizes, up, s_chunk, n_chunk, off, &chunk_n)
         xp_row = xp if not training else xp + base * H
         fill_bias(xp_row, chunk_n, H, j0, j1, b_ih, b_hh)
-        step_gemm(chunk_n, I, x + base * I, I, w_ih, True, packed_ih, 1, H, j0, j1, xp_row,
-                  H, True)
+        project_inputs(chunk_n, I, x + base * I, w_ih, packed_ih, panels, 1, H, j0, j1,
+                       xp_row, H, tid)
 
         for s in range(s_chunk, s_chunk + n_chunk):
             t = s if up else T - 1 - s
@@ -118,7 +121,8 @@ cdef void rnn_forward(
     sync.sense = 0
     cdef floating* packed = alloc_packed(x, T * B, fastrnn_packed_size(1, H, H))
     # W_ih packed for the input projection (as in fastrnn.kernels.lstm), or NULL.
-    cdef floating* packed_ih = alloc_packed(x, T * B, projection_packed_size(1, H, I))
+    cdef floating* packed_ih = alloc_packed(x, T * B, projection_packed_size(
+        1, H, I, projection_panels(T, B, hs != NULL), num_threads if num_threads > 1 else 1))
     if num_threads <= 1:
         _forward_body(T, B, I, H, batch_sizes, reverse, activation, x, w_ih, w_hh, b_ih,
                       b_hh, h0, y, ldy, h_n, hs, h_prevs, work, packed, packed_ih, 0, 1,

@@ -149,6 +149,7 @@ cdef extern from "fastrnn/kernels/_packed_gemm.h":
     enum: FASTRNN_GROUP
     Py_ssize_t fastrnn_packed_size(Py_ssize_t n_gates, Py_ssize_t H, Py_ssize_t K) noexcept nogil
     Py_ssize_t fastrnn_gate_packed_size_f32(Py_ssize_t H, Py_ssize_t K) noexcept nogil
+    Py_ssize_t fastrnn_panel_size(Py_ssize_t K) noexcept nogil
     Py_ssize_t fastrnn_gate_packed_size_f64(Py_ssize_t H, Py_ssize_t K) noexcept nogil
     void fastrnn_pack_f32(const float* w, Py_ssize_t rs_k, Py_ssize_t cs_n, Py_ssize_t K,
                           Py_ssize_t n_gates, Py_ssize_t H, Py_ssize_t j0, Py_ssize_t j1,
@@ -170,6 +171,14 @@ cdef extern from "fastrnn/kernels/_packed_gemm.h":
                                  const double* packed, Py_ssize_t n_gates, Py_ssize_t H,
                                  Py_ssize_t j0, Py_ssize_t j1, double* c, Py_ssize_t ldc,
                                  int accumulate) noexcept nogil
+    void fastrnn_panel_gemm_f32(Py_ssize_t M, Py_ssize_t K, const float* a, Py_ssize_t lda,
+                                const float* w, Py_ssize_t n_gates, Py_ssize_t H,
+                                Py_ssize_t j0, Py_ssize_t j1, float* c, Py_ssize_t ldc,
+                                int accumulate, float* panel) noexcept nogil
+    void fastrnn_panel_gemm_f64(Py_ssize_t M, Py_ssize_t K, const double* a, Py_ssize_t lda,
+                                const double* w, Py_ssize_t n_gates, Py_ssize_t H,
+                                Py_ssize_t j0, Py_ssize_t j1, double* c, Py_ssize_t ldc,
+                                int accumulate, double* panel) noexcept nogil
 
     Py_ssize_t fastrnn_weight_grad_size_f32(Py_ssize_t n_src, const Py_ssize_t* k,
                                             Py_ssize_t rows) noexcept nogil
@@ -669,14 +678,49 @@ cdef inline void pack_stacked(const floating* w_ih, Py_ssize_t I, const floating
         fastrnn_pack_stacked_f64(w_ih, I, w_hh, K, n_gates, H, j0, j1, packed)
 
 
-cdef inline Py_ssize_t projection_packed_size(Py_ssize_t n_gates, Py_ssize_t H,
-                                             Py_ssize_t I) noexcept nogil:
+cdef inline bint projection_panels(Py_ssize_t T, Py_ssize_t B, bint training) noexcept nogil:
+    """Whether the input projection packs W_ih a panel at a time (project_inputs): where
+    one chunk takes every step, each packed weight is used once, and a whole packed
+    copy would only go to memory and back.  Measured against packing W_ih whole (two
+    threads, T = 50, input = hidden, the two builds in alternating processes, best of
+    3-5 rounds): inference at batch 1, LSTM(512) 0.93x the time, LSTM(1024) 0.94x,
+    GRU(1024) 0.87x, RNN(256, 1024) 0.96x; LSTM(700) at batch 5 0.93x, GRU(256-1024)
+    at batch 8 0.96-0.97x; training even (0.97-1.00x).  Several chunks reuse one
+    packed copy instead."""
+    return chunk_steps(T, B, training) >= T
+
+
+cdef inline Py_ssize_t projection_packed_size(Py_ssize_t n_gates, Py_ssize_t H, Py_ssize_t I,
+                                             bint panels, int nt) noexcept nogil:
     """Elements of W_ih (n_gates*H, I) packed for the input projection on the packed
-    micro-kernel (step_gemm over a chunk's rows); 0 where BLAS projects.  With
-    16-column (AVX-512) groups the micro-kernel outruns the SGEMM of SciPy's OpenBLAS,
-    which runs its AVX2 (Haswell) kernels on AMD's Zen 5; with 8-column groups it
-    measured no faster, and BLAS keeps the job."""
-    return fastrnn_packed_size(n_gates, H, I) if FASTRNN_GROUP >= 16 else 0
+    micro-kernel (project_inputs): all of it, or with ``panels`` one panel for each of
+    the nt threads; 0 where BLAS projects.  With 16-column (AVX-512) groups the
+    micro-kernel outruns the SGEMM of SciPy's OpenBLAS, which runs its AVX2 (Haswell)
+    kernels on AMD's Zen 5; with 8-column groups it measured no faster, and BLAS keeps
+    the job."""
+    if FASTRNN_GROUP < 16:
+        return 0
+    if panels:
+        return nt * fastrnn_panel_size(I)
+    return fastrnn_packed_size(n_gates, H, I)
+
+
+cdef inline void project_inputs(Py_ssize_t m, Py_ssize_t I, const floating* x,
+                                const floating* w_ih, floating* packed_ih, bint panels,
+                                Py_ssize_t n_gates, Py_ssize_t H, Py_ssize_t j0,
+                                Py_ssize_t j1, floating* xp, Py_ssize_t ldc,
+                                int tid) noexcept nogil:
+    """xp[:, g*H + u] += (x . W_ih^T)[:, g*H + u] over m rows, for this thread's units:
+    with ``panels`` on its own panel of packed_ih, else on packed_ih packed whole by
+    pack_weights (or through BLAS where packed_ih is NULL)."""
+    if not panels or packed_ih == NULL:
+        step_gemm(m, I, x, I, w_ih, True, packed_ih, n_gates, H, j0, j1, xp, ldc, True)
+    elif floating is float:
+        fastrnn_panel_gemm_f32(m, I, x, I, w_ih, n_gates, H, j0, j1, xp, ldc, True,
+                               packed_ih + tid * fastrnn_panel_size(I))
+    else:
+        fastrnn_panel_gemm_f64(m, I, x, I, w_ih, n_gates, H, j0, j1, xp, ldc, True,
+                               packed_ih + tid * fastrnn_panel_size(I))
 
 
 cdef inline Py_ssize_t input_grad_packed_size(Py_ssize_t I, Py_ssize_t G) noexcept nogil:
