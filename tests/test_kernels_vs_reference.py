@@ -122,6 +122,17 @@ def test_long_sequence(cell, dtype, rng):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("cell", cell_params())
+def test_input_projection_panels(cell, dtype, rng):
+    """One chunk of steps projects its inputs on W_ih packed a panel (two groups of
+    columns) at a time: units that span several panels and end in a partial group, on
+    one thread and on two (inference; training projects every step as one chunk)."""
+    for threads in (1, 2):
+        with fastrnn.thread_limit(threads):
+            compare(cell, dtype, rng, T=9, B=3, I=37, H=70)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("B, I, H", [(16, 5, 12), (21, 1, 17), (33, 40, 8)])
 def test_lstm_stacked_input_projection(B, I, H, dtype, rng):
     """Batches of 16 rows and more project each step's inputs inside its recurrent
