@@ -32,6 +32,7 @@ EXTENSIONS = [("fastrnn.kernels.blas", "src/blas.pyx"), ("fastrnn.kernels.rnn", 
               ("fastrnn._train_ops", "src/_train_ops.pyx"),
               ("fastrnn.kernels.dense", "src/dense.pyx")]
 HEADERS = ["fastrnn/kernels/_activations.h", "fastrnn/kernels/_cells.h",
+           "fastrnn/kernels/_cells_avx512.h",
            "fastrnn/kernels/_packed_gemm.h", "fastrnn/kernels/_train_ops.h",
            "fastrnn/kernels/_gemv_rows.h", "fastrnn/kernels/_vectors.h",
            "fastrnn/kernels/_blocks.h"]

@@ -1,10 +1,13 @@
 /* Elementwise passes of the cells, one row of units [j0, j1) at a time.
    Written in C for `#pragma omp simd`: every branch is a compile-time constant
-   of an always-inlined body, so each loop compiles to straight vector code. */
+   of an always-inlined body, so each loop compiles to straight vector code.  Under
+   AVX-512 the float32 forward passes run their whole vectors of units through
+   _cells_avx512.h first; these loops finish the rest. */
 #ifndef FASTRNN_CELLS_H
 #define FASTRNN_CELLS_H
 #include <stddef.h>
 #include "_activations.h"
+#include "_cells_avx512.h"
 #if defined(__GNUC__)
 #define FASTRNN_INLINE static inline __attribute__((always_inline))
 #else
@@ -20,6 +23,7 @@
 FASTRNN_INLINE void fastrnn_lstm_row_body_##SUF(                                      \
         T* pre, T* c, T* r, T* c_out, T* c_prev_out, ptrdiff_t H, ptrdiff_t j0,        \
         ptrdiff_t j1, const int training) {                                            \
+    j0 = FASTRNN_LSTM_ROW16_##SUF(pre, c, r, c_out, c_prev_out, H, j0, j1, training);  \
     FASTRNN_SIMD                                                                       \
     for (ptrdiff_t j = j0; j < j1; j++) {                                              \
         T i_ = SIG(pre[j]), f_ = SIG(pre[H + j]);                                      \
@@ -44,6 +48,8 @@ static inline void fastrnn_lstm_row_##SUF(T* pre, T* c, T* r, T* c_out,         
 FASTRNN_INLINE void fastrnn_gru_row_body_##SUF(                                       \
         T* pre, T* hn, const T* b_hn, const T* h_prev, T* h_out, ptrdiff_t H,           \
         ptrdiff_t j0, ptrdiff_t j1, const int has_bias, const int training) {           \
+    j0 = FASTRNN_GRU_ROW16_##SUF(pre, hn, b_hn, h_prev, h_out, H, j0, j1, has_bias,    \
+                                 training);                                            \
     FASTRNN_SIMD                                                                       \
     for (ptrdiff_t j = j0; j < j1; j++) {                                              \
         T r_ = SIG(pre[j]), z_ = SIG(pre[H + j]);                                      \
@@ -105,6 +111,7 @@ static inline void fastrnn_gru_n_row_##SUF(T* pre, const T* hn, const T* b_hn,  
 }                                                                                      \
 FASTRNN_INLINE void fastrnn_rnn_row_body_##SUF(T* pre, T* h_out, ptrdiff_t j0,        \
         ptrdiff_t j1, const int activation, const int training) {                      \
+    j0 = FASTRNN_RNN_ROW16_##SUF(pre, h_out, j0, j1, activation, training);            \
     FASTRNN_SIMD                                                                       \
     for (ptrdiff_t j = j0; j < j1; j++) {                                              \
         T v = pre[j];                                                                  \
