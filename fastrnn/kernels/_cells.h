@@ -1,8 +1,8 @@
 /* Elementwise passes of the cells, one row of units [j0, j1) at a time.
    Written in C for `#pragma omp simd`: every branch is a compile-time constant
    of an always-inlined body, so each loop compiles to straight vector code.  Under
-   AVX-512 the float32 forward passes run their whole vectors of units through
-   _cells_avx512.h first; these loops finish the rest. */
+   AVX-512 the float32 passes that compute activations run their whole vectors of
+   units through _cells_avx512.h first; these loops finish the rest. */
 #ifndef FASTRNN_CELLS_H
 #define FASTRNN_CELLS_H
 #include <stddef.h>
@@ -144,6 +144,7 @@ FASTRNN_DEFINE_ROWS(f64, double, fastrnn_sigmoid, tanh, fastrnn_relu)
 FASTRNN_INLINE void fastrnn_lstm_grad_row_body_##SUF(                                 \
         T* d, const T* c, const T* c_prev, const T* dh_in, const T* dy, T* dc,         \
         ptrdiff_t H, ptrdiff_t j0, ptrdiff_t j1, const int has_dy) {                   \
+    j0 = FASTRNN_LSTM_GRAD_ROW16_##SUF(d, c, c_prev, dh_in, dy, dc, H, j0, j1, has_dy); \
     FASTRNN_SIMD                                                                       \
     for (ptrdiff_t j = j0; j < j1; j++) {                                              \
         T i_ = d[j], f_ = d[H + j], g_ = d[2 * H + j], o_ = d[3 * H + j];              \

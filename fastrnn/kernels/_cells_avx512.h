@@ -1,4 +1,5 @@
-/* AVX-512 bodies of the float32 cells' forward passes (_cells.h), 16 units a vector.
+/* AVX-512 bodies of the float32 cells' passes (_cells.h), 16 units a vector: the
+   forward passes, and the LSTM's backward pass, which recomputes tanh(c_t).
 
    The same approximations as _activations.h, formula for formula, written with
    intrinsics (tests/test_numerics.py holds both to the same error bounds).  GCC
@@ -72,18 +73,18 @@ FASTRNN_V16 __m512 fastrnn_tanh16(__m512 x) {
 
 /* Four vectors of units at a time while they last, then one. */
 #define FASTRNN_V16_UNROLL 4
-#define FASTRNN_V16_LOOP(j, j0, j1, BODY)                                              \
+#define FASTRNN_V16_LOOP(j, j0, j1, ...)                                               \
     ptrdiff_t j = j0;                                                                  \
     for (; j + 16 * FASTRNN_V16_UNROLL <= j1; j += 16 * FASTRNN_V16_UNROLL) {          \
         _Pragma("GCC unroll 4")                                                        \
         for (int v_ = 0; v_ < FASTRNN_V16_UNROLL; v_++) {                              \
             ptrdiff_t u = j + 16 * v_;                                                 \
-            BODY                                                                       \
+            __VA_ARGS__                                                                \
         }                                                                              \
     }                                                                                  \
     for (; j + 16 <= j1; j += 16) {                                                    \
         ptrdiff_t u = j;                                                               \
-        BODY                                                                           \
+        __VA_ARGS__                                                                    \
     }
 
 /* fastrnn_lstm_row_f32's units [j0, returned j). */
@@ -153,16 +154,48 @@ FASTRNN_V16 ptrdiff_t fastrnn_rnn_row16(float* pre, float* h_out, ptrdiff_t j0,
     return j;
 }
 
+/* fastrnn_lstm_grad_row_f32's units [j0, returned j): its tanh(c_t). */
+FASTRNN_V16 ptrdiff_t fastrnn_lstm_grad_row16(float* d, const float* c, const float* c_prev,
+                                              const float* dh_in, const float* dy, float* dc,
+                                              ptrdiff_t H, ptrdiff_t j0, ptrdiff_t j1,
+                                              const int has_dy) {
+    const __m512 one = _mm512_set1_ps(1.0f);
+    FASTRNN_V16_LOOP(j, j0, j1, {
+        __m512 i_ = _mm512_loadu_ps(d + u), f_ = _mm512_loadu_ps(d + H + u);
+        __m512 g_ = _mm512_loadu_ps(d + 2 * H + u), o_ = _mm512_loadu_ps(d + 3 * H + u);
+        __m512 tc = fastrnn_tanh16(_mm512_loadu_ps(c + u));
+        __m512 dh = _mm512_loadu_ps(dh_in + u);
+        if (has_dy)
+            dh = _mm512_add_ps(dh, _mm512_loadu_ps(dy + u));
+        __m512 dcv = _mm512_fmadd_ps(_mm512_mul_ps(dh, o_), _mm512_fnmadd_ps(tc, tc, one),
+                                     _mm512_loadu_ps(dc + u));
+        _mm512_storeu_ps(dc + u, _mm512_mul_ps(dcv, f_));
+        _mm512_storeu_ps(d + u, _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(dcv, g_), i_),
+                                              _mm512_sub_ps(one, i_)));
+        _mm512_storeu_ps(d + H + u,
+                         _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(dcv, _mm512_loadu_ps(c_prev + u)),
+                                                     f_), _mm512_sub_ps(one, f_)));
+        _mm512_storeu_ps(d + 2 * H + u,
+                         _mm512_mul_ps(_mm512_mul_ps(dcv, i_), _mm512_fnmadd_ps(g_, g_, one)));
+        _mm512_storeu_ps(d + 3 * H + u, _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(dh, tc), o_),
+                                                      _mm512_sub_ps(one, o_)));
+    })
+    return j;
+}
+
 #define FASTRNN_LSTM_ROW16_f32 fastrnn_lstm_row16
+#define FASTRNN_LSTM_GRAD_ROW16_f32 fastrnn_lstm_grad_row16
 #define FASTRNN_GRU_ROW16_f32 fastrnn_gru_row16
 #define FASTRNN_RNN_ROW16_f32 fastrnn_rnn_row16
 #else
 #define FASTRNN_LSTM_ROW16_f32(pre, c, r, c_out, c_prev_out, H, j0, j1, training) (j0)
 #define FASTRNN_GRU_ROW16_f32(pre, hn, b_hn, h_prev, h_out, H, j0, j1, has_bias, training) (j0)
 #define FASTRNN_RNN_ROW16_f32(pre, h_out, j0, j1, activation, training) (j0)
+#define FASTRNN_LSTM_GRAD_ROW16_f32(d, c, c_prev, dh_in, dy, dc, H, j0, j1, has_dy) (j0)
 #endif
 /* float64 keeps the scalar loops. */
 #define FASTRNN_LSTM_ROW16_f64(pre, c, r, c_out, c_prev_out, H, j0, j1, training) (j0)
 #define FASTRNN_GRU_ROW16_f64(pre, hn, b_hn, h_prev, h_out, H, j0, j1, has_bias, training) (j0)
 #define FASTRNN_RNN_ROW16_f64(pre, h_out, j0, j1, activation, training) (j0)
+#define FASTRNN_LSTM_GRAD_ROW16_f64(d, c, c_prev, dh_in, dy, dc, H, j0, j1, has_dy) (j0)
 #endif
