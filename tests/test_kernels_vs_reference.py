@@ -136,8 +136,8 @@ def test_input_projection_panels(cell, dtype, rng):
 @pytest.mark.parametrize("B, I, H", [(16, 5, 12), (21, 1, 17), (33, 40, 8)])
 def test_lstm_stacked_input_projection(B, I, H, dtype, rng):
     """Batches of 16 rows and more project each step's inputs inside its recurrent
-    GEMM (rows [x_t, h_{t-1}]); a reverse walk, lengths and a second layer whose
-    input is the first's output all go through it."""
+    GEMM (rows [x_t, h_{t-1}]); a reverse walk, lengths, a second layer whose input is
+    the first's output and a layer without biases all go through it."""
     from fastrnn.kernels import lstm as kernel
     itemsize = np.dtype(dtype).itemsize
     assert kernel.stacks_input(B, I, H, H, fastrnn.get_num_threads(), itemsize)
@@ -147,6 +147,7 @@ def test_lstm_stacked_input_projection(B, I, H, dtype, rng):
     compare(lstm, dtype, rng, T=9, B=B, I=I, H=H, num_layers=2, bidirectional=True,
             lengths=random_lengths(rng, B, 9), with_hx=True)
     compare(lstm, dtype, rng, T=4, B=B, I=I, H=H, batch_first=True)
+    compare(lstm, dtype, rng, T=5, B=B, I=I, H=H, bias=False, with_hx=True)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -175,7 +176,7 @@ def test_batch_split(cell, B, I, H, dtype, rng):
     with fastrnn.thread_limit(4):
         compare(cell, dtype, rng, T=9, B=B, I=I, H=H, num_layers=2, bidirectional=True,
                 lengths=random_lengths(rng, B, 9), with_hx=True)
-        compare(cell, dtype, rng, T=4, B=B, I=I, H=H, batch_first=True)
+        compare(cell, dtype, rng, T=4, B=B, I=I, H=H, batch_first=True, bias=False)
         compare(cell, dtype, rng, T=520 // B + 3, B=B, I=I, H=H,
                 lengths=random_lengths(rng, B, 520 // B + 3))
 
