@@ -211,8 +211,9 @@ def run(grid, threads=None, min_time=0.05, repeats=3, reference_max_flops=2e9,
     fastrnn.set_num_threads(threads)
     ceiling = ceilings(threads)
     peers = _available_peers(threads, reference_max_flops)
-    configs = [(c, m, b, h) for c in grid["cells"] for m in grid["modes"]
-               for b in grid["batches"] for h in grid["hiddens"]]
+    inputs = grid.get("inputs") or (None,)          # None: input = hidden
+    configs = [(c, m, b, h, i) for c in grid["cells"] for m in grid["modes"]
+               for b in grid["batches"] for h in grid["hiddens"] for i in inputs]
     bar = None
     if progress:
         try:
@@ -223,8 +224,8 @@ def run(grid, threads=None, min_time=0.05, repeats=3, reference_max_flops=2e9,
     results = []
     rng = np.random.default_rng(0)
     T = grid["steps"]
-    for cell, mode, B, H in configs:
-        I = H
+    for cell, mode, B, H, I in configs:
+        I = H if I is None else I
         layer = getattr(fastrnn, cell)(I, H, seed=0)
         x = rng.standard_normal((T, B, I)).astype(np.float32)
         ours = _Fastrnn()
@@ -282,13 +283,16 @@ def format_table(results):
         for name in list(r["times_s"]) + list(r["notes"]):
             if name != "fastrnn" and name not in peers:
                 peers.append(name)
-    head = ["cell", "mode", "B", "H", "fastrnn ms", "GFLOP/s", "%peak", "peak MB"]
+    with_inputs = any(r["input"] != r["hidden"] for r in results)
+    head = ["cell", "mode", "B", "H"] + (["I"] if with_inputs else []) + \
+        ["fastrnn ms", "GFLOP/s", "%peak", "peak MB"]
     for p in peers:
         head += [f"{p} ms", "ratio"]
     rows = [head]
     for r in results:
         t = r["times_s"]
-        row = [r["cell"], r["mode"][:5], str(r["batch"]), str(r["hidden"]),
+        row = [r["cell"], r["mode"][:5], str(r["batch"]), str(r["hidden"])] + \
+            ([str(r["input"])] if with_inputs else []) + [
                f"{t['fastrnn'] * 1e3:.3f}", f"{r['fastrnn_gflops']:.1f}",
                f"{100 * r['fastrnn_gflops'] / r['ceiling_gflops']:.0f}%",
                f"{r['fastrnn_peak_mb']:.1f}"]
@@ -314,7 +318,8 @@ def plot(results, path):
         for r in results:
             if r["mode"] != mode:
                 continue
-            labels.append(f"{r['cell']}\nB{r['batch']} H{r['hidden']}")
+            labels.append(f"{r['cell']}\nB{r['batch']} H{r['hidden']}"
+                          + (f" I{r['input']}" if r["input"] != r["hidden"] else ""))
             for peer, t in r["times_s"].items():
                 if peer != "fastrnn":
                     ratios.setdefault(peer, []).append(r["times_s"]["fastrnn"] / t)
@@ -340,6 +345,8 @@ def main(argv=None):
     ap.add_argument("--modes", default=None, help="inference,training")
     ap.add_argument("--batches", default=None, help="comma-separated batch sizes")
     ap.add_argument("--hiddens", default=None, help="comma-separated hidden sizes")
+    ap.add_argument("--inputs", default=None,
+                    help="comma-separated input sizes (default: input = hidden)")
     ap.add_argument("--steps", type=int, default=None, help="sequence length T")
     ap.add_argument("--repeats", type=int, default=None,
                     help="interleaved repetitions (default 3, with --quick 2)")
@@ -358,6 +365,8 @@ def main(argv=None):
         grid["batches"] = tuple(int(b) for b in args.batches.split(","))
     if args.hiddens:
         grid["hiddens"] = tuple(int(h) for h in args.hiddens.split(","))
+    if args.inputs:
+        grid["inputs"] = tuple(int(i) for i in args.inputs.split(","))
     if args.steps:
         grid["steps"] = args.steps
     unknown = [c for c in grid["cells"] if c not in CELLS] + \
@@ -371,7 +380,8 @@ def main(argv=None):
     threads = results[0]["threads"] if results else args.threads
     print(f"fastrnn {fastrnn.__version__} bench, {time.strftime('%Y-%m-%d')}, "
           f"{platform.processor() or platform.machine()}, {threads} threads, float32, "
-          f"T={grid['steps']}, input = hidden")
+          f"T={grid['steps']}, " + (f"inputs {', '.join(map(str, grid['inputs']))}"
+                                    if grid.get("inputs") else "input = hidden"))
     if results:
         r = results[0]
         print(f"GEMM ceiling (float32 1024^3, {threads} threads, best of the run's start "

@@ -30,6 +30,20 @@ def test_bench_prints_a_table_and_writes_json(tmp_path, capsys):
         assert "numpy-ref" in r["times_s"] and "numpy-ref" not in r["notes"]
 
 
+def test_bench_times_other_input_sizes(tmp_path, capsys):
+    """--inputs: every shape at each input size (odd ones, say), an I column in the
+    table and the input in the JSON."""
+    out = tmp_path / "bench.json"
+    args = [a for a in TINY] + ["--inputs", "3,5", "--json", str(out)]
+    args[args.index("--cells") + 1] = "LSTM"
+    assert _bench.main(args) == 0
+    text = capsys.readouterr().out
+    assert "inputs 3, 5" in text and " I " in text.splitlines()[2]
+    rows = json.loads(out.read_text())["results"]
+    assert [(r["mode"], r["input"], r["hidden"]) for r in rows] == [
+        ("inference", 3, 8), ("inference", 5, 8), ("training", 3, 8), ("training", 5, 8)]
+
+
 def test_bench_prints_how_the_cost_grows(tmp_path, capsys, monkeypatch):
     """The section below the table (fastrnn/_scaling.py, tested there), here on tiny
     sizes: it reaches the output and the JSON."""
