@@ -230,16 +230,31 @@ static void fastrnn_pack_rows_f64(const double* src, ptrdiff_t ld, ptrdiff_t K,
    8, training measured 1.01-1.15x slower.  Under AVX2 the 8-row tiles would spill. */
 #if defined(__AVX512F__)
 #define FASTRNN_MR_f32 8
+/* A product of 4 or 5 rows in all (a step of batch 4-5, or a thread's share of
+   batch 8-10) runs on tiles of four groups: per loaded weight vector 4-5 FMAs either
+   way, but 16-20 accumulators in flight instead of 8-10, and each broadcast row
+   element serves four FMAs instead of two.  Measured on one core (C harness, a
+   step's columns of an LSTM): 4 rows 0.90-0.93x the time (hidden 128, 200), 5 rows
+   0.94-0.96x; 2, 3 and 6 rows measured even or slower.  In the layers (two threads,
+   T = 50, alternating processes, median of 6 pairs): LSTM inference at batch 8 /
+   hidden 128 0.95x, batch 10 / 200 0.93x, batch 4-5 0.98-0.99x; GRU 0.98-0.99x. */
+#define FASTRNN_WIDE_ROWS_MIN_f32 4
+#define FASTRNN_WIDE_ROWS_MAX_f32 5
 #define FASTRNN_TALL_TILES_f32(NAME, MS, KS)                                           \
     FASTRNN_DEFINE_TILE(NAME, f32, float, fastrnn_group_f32, 8, 2, 1, MS, KS)          \
     FASTRNN_DEFINE_TILE(NAME, f32, float, fastrnn_group_f32, 8, 1, 2, MS, KS)          \
     FASTRNN_DEFINE_TILE(NAME, f32, float, fastrnn_group_f32, 7, 2, 1, MS, KS)          \
-    FASTRNN_DEFINE_TILE(NAME, f32, float, fastrnn_group_f32, 7, 1, 2, MS, KS)
+    FASTRNN_DEFINE_TILE(NAME, f32, float, fastrnn_group_f32, 7, 1, 2, MS, KS)          \
+    FASTRNN_DEFINE_TILE(NAME, f32, float, fastrnn_group_f32, 5, 4, 1, MS, KS)          \
+    FASTRNN_DEFINE_TILE(NAME, f32, float, fastrnn_group_f32, 4, 4, 1, MS, KS)
 #define FASTRNN_TALL_CASES_f32(NAME)                                                   \
     FASTRNN_PG_CASE(NAME, f32, 8, 2) FASTRNN_PG_CASE(NAME, f32, 8, 1)                  \
-    FASTRNN_PG_CASE(NAME, f32, 7, 2) FASTRNN_PG_CASE(NAME, f32, 7, 1)
+    FASTRNN_PG_CASE(NAME, f32, 7, 2) FASTRNN_PG_CASE(NAME, f32, 7, 1)                  \
+    FASTRNN_PG_CASE(NAME, f32, 5, 4) FASTRNN_PG_CASE(NAME, f32, 4, 4)
 #else
 #define FASTRNN_MR_f32 6
+#define FASTRNN_WIDE_ROWS_MIN_f32 1          /* none: 16 accumulators would spill */
+#define FASTRNN_WIDE_ROWS_MAX_f32 0
 #define FASTRNN_TALL_TILES_f32(NAME, MS, KS)
 #define FASTRNN_TALL_CASES_f32(NAME)
 #endif
@@ -266,7 +281,7 @@ static void fastrnn_pack_rows_f64(const double* src, ptrdiff_t ld, ptrdiff_t K,
     FASTRNN_DEFINE_TILE(NAME, f64, double, fastrnn_group_f64, 1, 1, 4, MS, KS)
 
 #define FASTRNN_PG_CASE(NAME, SUF, MR, NG)                                             \
-    case (MR) * 4 + (NG):                                                              \
+    case (MR) * 8 + (NG):                                                              \
         NAME##_##SUF##_##MR##_##NG(K, a, lda, bp, c, width, ldc, accumulate);          \
         return;
 #define FASTRNN_DISPATCH_SIGNATURE(NAME, SUF, T)                                       \
@@ -274,7 +289,7 @@ static void NAME##_##SUF(int mr, int ng, ptrdiff_t K, const T* a, ptrdiff_t lda,
         const T* bp, T* const* c, const int* width, ptrdiff_t ldc, int accumulate)
 #define FASTRNN_DEFINE_DISPATCH_f32(DISPATCH, NAME)                                    \
 FASTRNN_DISPATCH_SIGNATURE(DISPATCH, f32, float) {                                     \
-    switch (mr * 4 + ng) {                                                             \
+    switch (mr * 8 + ng) {                                                             \
         FASTRNN_TALL_CASES_f32(NAME)                                                   \
         FASTRNN_PG_CASE(NAME, f32, 6, 2) FASTRNN_PG_CASE(NAME, f32, 6, 1)              \
         FASTRNN_PG_CASE(NAME, f32, 5, 2) FASTRNN_PG_CASE(NAME, f32, 5, 1)              \
@@ -286,7 +301,7 @@ FASTRNN_DISPATCH_SIGNATURE(DISPATCH, f32, float) {                              
 }
 #define FASTRNN_DEFINE_DISPATCH_f64(DISPATCH, NAME)                                    \
 FASTRNN_DISPATCH_SIGNATURE(DISPATCH, f64, double) {                                    \
-    switch (mr * 4 + ng) {                                                             \
+    switch (mr * 8 + ng) {                                                             \
         FASTRNN_PG_CASE(NAME, f64, 3, 2) FASTRNN_PG_CASE(NAME, f64, 3, 1)              \
         FASTRNN_PG_CASE(NAME, f64, 2, 2) FASTRNN_PG_CASE(NAME, f64, 2, 1)              \
         FASTRNN_PG_CASE(NAME, f64, 1, 2) FASTRNN_PG_CASE(NAME, f64, 1, 1)              \
@@ -376,10 +391,12 @@ static void fastrnn_packed_gemm_##SUF(ptrdiff_t M, ptrdiff_t K, const T* a,     
     }                                                                                  \
     for (ptrdiff_t m_pass = 0; m_pass < M; m_pass += rows_per_pass) {                  \
         ptrdiff_t m_end = m_pass + rows_per_pass < M ? m_pass + rows_per_pass : M;     \
-        for (ptrdiff_t q = 0; q < nq; q += 2) {                                        \
-            int ng = nq - q >= 2 ? 2 : 1;                                              \
-            T* cols[2];                                                                \
-            int width[2];                                                              \
+        int ng_max = M >= FASTRNN_WIDE_ROWS_MIN_##SUF && M <= FASTRNN_WIDE_ROWS_MAX_##SUF \
+                     ? 4 : 2;                                                          \
+        for (ptrdiff_t q = 0, ng = 0; q < nq; q += ng) {                               \
+            ng = nq - q >= ng_max ? ng_max : nq - q >= 2 ? 2 : 1;                      \
+            T* cols[4];                                                                \
+            int width[4];                                                              \
             for (int g = 0; g < ng; g++) {                                             \
                 ptrdiff_t u = j0 + ((q + g) % per_gate) * FASTRNN_GROUP_##SUF;         \
                 cols[g] = c + ((q + g) / per_gate) * H + u;                            \
@@ -388,9 +405,11 @@ static void fastrnn_packed_gemm_##SUF(ptrdiff_t M, ptrdiff_t K, const T* a,     
             const T* bp = base + q * K * FASTRNN_GROUP_##SUF;                          \
             for (ptrdiff_t m = m_pass; m < m_end; m += MR_MAX) {                       \
                 int mr = (int)(m_end - m < MR_MAX ? m_end - m : MR_MAX);               \
-                T* cm[2] = {cols[0] + m * ldc, ng > 1 ? cols[1] + m * ldc : NULL};     \
+                T* cm[4];                                                              \
+                for (int g = 0; g < ng; g++)                                           \
+                    cm[g] = cols[g] + m * ldc;                                         \
                 const T* am = a + m * lda;                                             \
-                fastrnn_pg_dispatch_##SUF(mr, ng, K, am, lda, bp, cm, width, ldc,      \
+                fastrnn_pg_dispatch_##SUF(mr, (int)ng, K, am, lda, bp, cm, width, ldc, \
                                           accumulate);                                 \
             }                                                                          \
         }                                                                              \
@@ -415,6 +434,8 @@ static void fastrnn_panel_gemm_##SUF(ptrdiff_t M, ptrdiff_t K, const T* a,      
     }                                                                                  \
 }
 
+#define FASTRNN_WIDE_ROWS_MIN_f64 1
+#define FASTRNN_WIDE_ROWS_MAX_f64 0
 FASTRNN_DEFINE_PACKED_GEMM(f32, float, fastrnn_group_f32, FASTRNN_MR_f32)
 FASTRNN_DEFINE_PACKED_GEMM(f64, double, fastrnn_group_f64, 3)
 
