@@ -237,7 +237,10 @@ static void fastrnn_pack_rows_f64(const double* src, ptrdiff_t ld, ptrdiff_t K,
    step's columns of an LSTM): 4 rows 0.90-0.93x the time (hidden 128, 200), 5 rows
    0.94-0.96x; 2, 3 and 6 rows measured even or slower.  In the layers (two threads,
    T = 50, alternating processes, median of 6 pairs): LSTM inference at batch 8 /
-   hidden 128 0.95x, batch 10 / 200 0.93x, batch 4-5 0.98-0.99x; GRU 0.98-0.99x. */
+   hidden 128 0.95x, batch 10 / 200 0.93x, batch 4-5 0.98-0.99x; GRU 0.98-0.99x.  A
+   longer product's last tile of 4-5 rows takes four groups too (the full tiles above
+   it two pairs of them): LSTM inference at batch 24-26 (a thread's 12-13 rows)
+   0.96-0.97x; training and the GRU even. */
 #define FASTRNN_WIDE_ROWS_MIN_f32 4
 #define FASTRNN_WIDE_ROWS_MAX_f32 5
 #define FASTRNN_TALL_TILES_f32(NAME, MS, KS)                                           \
@@ -391,8 +394,10 @@ static void fastrnn_packed_gemm_##SUF(ptrdiff_t M, ptrdiff_t K, const T* a,     
     }                                                                                  \
     for (ptrdiff_t m_pass = 0; m_pass < M; m_pass += rows_per_pass) {                  \
         ptrdiff_t m_end = m_pass + rows_per_pass < M ? m_pass + rows_per_pass : M;     \
-        int ng_max = M >= FASTRNN_WIDE_ROWS_MIN_##SUF && M <= FASTRNN_WIDE_ROWS_MAX_##SUF \
-                     ? 4 : 2;                                                          \
+        /* The pass's last tile, or its only one, may take four groups at once. */    \
+        ptrdiff_t tail = (m_end - m_pass) % MR_MAX;                                    \
+        int ng_max = tail >= FASTRNN_WIDE_ROWS_MIN_##SUF                               \
+                     && tail <= FASTRNN_WIDE_ROWS_MAX_##SUF ? 4 : 2;                   \
         for (ptrdiff_t q = 0, ng = 0; q < nq; q += ng) {                               \
             ng = nq - q >= ng_max ? ng_max : nq - q >= 2 ? 2 : 1;                      \
             T* cols[4];                                                                \
@@ -409,8 +414,16 @@ static void fastrnn_packed_gemm_##SUF(ptrdiff_t M, ptrdiff_t K, const T* a,     
                 for (int g = 0; g < ng; g++)                                           \
                     cm[g] = cols[g] + m * ldc;                                         \
                 const T* am = a + m * lda;                                             \
-                fastrnn_pg_dispatch_##SUF(mr, (int)ng, K, am, lda, bp, cm, width, ldc, \
-                                          accumulate);                                 \
+                if (ng == 4 && mr == MR_MAX) {        /* full tiles: two pairs */      \
+                    fastrnn_pg_dispatch_##SUF(mr, 2, K, am, lda, bp, cm, width, ldc,   \
+                                              accumulate);                             \
+                    fastrnn_pg_dispatch_##SUF(mr, 2, K, am, lda,                       \
+                                              bp + 2 * K * FASTRNN_GROUP_##SUF, cm + 2,\
+                                              width + 2, ldc, accumulate);             \
+                } else {                                                               \
+                    fastrnn_pg_dispatch_##SUF(mr, (int)ng, K, am, lda, bp, cm, width,  \
+                                              ldc, accumulate);                        \
+                }                                                                      \
             }                                                                          \
         }                                                                              \
     }                                                                                  \
