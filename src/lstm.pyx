@@ -24,8 +24,9 @@ of hidden units for every step: it projects the inputs of those units itself,
 computes their recurrent GEMM slice on its packed copy of the weights and runs
 the fused elementwise pass on them; one barrier per step publishes the new h
 (two with a projection, whose GEMM needs every unit's o * tanh(c)).  The inputs
-are projected a chunk of steps at a time (on W_ih packed for the micro-kernel
-where projection_packed_size() says so, else by BLAS), or, where stack_input()
+are projected a chunk of steps at a time (project_inputs: on W_ih packed for the
+micro-kernel where projection_packed_size() says so, whole or, where one chunk
+takes every step, a panel at a time; else by BLAS), or, where stack_input()
 says so, by each step's GEMM over the rows [x_t, h_{t-1}] against [W_ih W_hh]^T.
 Where split_batch_fits() says so, the threads share the batch instead: each
 carries its own rows through the whole sequence, every unit of them, and no
