@@ -118,11 +118,11 @@ cdef extern from "fastrnn/kernels/_packed_gemm.h":
     void fastrnn_packed_gemm_f32(Py_ssize_t M, Py_ssize_t K, const float* a, Py_ssize_t lda,
                                  const float* packed, Py_ssize_t n_gates, Py_ssize_t H,
                                  Py_ssize_t j0, Py_ssize_t j1, float* c, Py_ssize_t ldc,
-                                 int accumulate) noexcept nogil
+                                 int accumulate, const float* bias) noexcept nogil
     void fastrnn_packed_gemm_f64(Py_ssize_t M, Py_ssize_t K, const double* a, Py_ssize_t lda,
                                  const double* packed, Py_ssize_t n_gates, Py_ssize_t H,
                                  Py_ssize_t j0, Py_ssize_t j1, double* c, Py_ssize_t ldc,
-                                 int accumulate) noexcept nogil
+                                 int accumulate, const double* bias) noexcept nogil
 
 
 def packed_group():
@@ -133,16 +133,18 @@ def packed_group():
 
 def packed_gemm_memview(floating[:, ::1] a, floating[:, ::1] w, bint by_rows,
                         Py_ssize_t n_gates, Py_ssize_t H, Py_ssize_t j0, Py_ssize_t j1,
-                        floating[:, ::1] c, bint accumulate):
+                        floating[:, ::1] c, bint accumulate, floating[::1] bias=None):
     """The kernels' per-step product on packed weights, for tests: C[:, g*H + u]
     (+)= A . B[:, g*H + u] for g < n_gates, j0 <= u < j1, with B = w.T when
     ``by_rows`` (w is (n_gates*H, K)) else w (K, n_gates*H); j0 a multiple of
-    ``packed_group()``."""
+    ``packed_group()``.  Not accumulating, C gets the row ``bias`` (n_gates*H) added."""
     cdef Py_ssize_t M = a.shape[0], K = a.shape[1]
     if (j0 % FASTRNN_GROUP and j0 != j1) or not 0 <= j0 <= j1 <= H or c.shape[0] != M \
             or c.shape[1] != n_gates * H \
-            or (w.shape[0], w.shape[1]) != ((n_gates * H, K) if by_rows else (K, n_gates * H)):
+            or (w.shape[0], w.shape[1]) != ((n_gates * H, K) if by_rows else (K, n_gates * H)) \
+            or (bias is not None and bias.shape[0] != n_gates * H):
         raise ValueError("packed_gemm_memview: operand shapes do not agree")
+    cdef const floating* pb = &bias[0] if bias is not None and bias.shape[0] else NULL
     packed_arr = np.full(max(fastrnn_packed_size(n_gates, H, K), 1), np.nan,
                          np.asarray(a).dtype)
     cdef floating[::1] packed = packed_arr
@@ -155,11 +157,11 @@ def packed_gemm_memview(floating[:, ::1] a, floating[:, ::1] w, bint by_rows,
         if floating is float:
             fastrnn_pack_f32(pw, rs_k, cs_n, K, n_gates, H, j0, j1, &packed[0])
             fastrnn_packed_gemm_f32(M, K, pa, K, &packed[0], n_gates, H, j0, j1, pc,
-                                    n_gates * H, accumulate)
+                                    n_gates * H, accumulate, pb)
         else:
             fastrnn_pack_f64(pw, rs_k, cs_n, K, n_gates, H, j0, j1, &packed[0])
             fastrnn_packed_gemm_f64(M, K, pa, K, &packed[0], n_gates, H, j0, j1, pc,
-                                    n_gates * H, accumulate)
+                                    n_gates * H, accumulate, pb)
 
 
 def packed_gemm_seconds(float[:, ::1] a, float[:, ::1] w, float[:, ::1] c, int num_threads,
@@ -186,5 +188,5 @@ def packed_gemm_seconds(float[:, ::1] a, float[:, ::1] w, float[:, ::1] c, int n
         j1 = min(N, nblk * (tid + 1) // nt * FASTRNN_GROUP)
         for i in range(calls):
             fastrnn_packed_gemm_f32(M, K, &a[0, 0], K, &packed[0], 1, N, j0, j1, &c[0, 0],
-                                    N, 0)
+                                    N, 0, NULL)
     return time.perf_counter() - start

@@ -29,7 +29,7 @@ cdef void _columns(bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
     if j1 <= j0:
         return
     pack_weights(b, trans_b, k, 1, n, j0, j1, packed)
-    step_gemm(m, k, a, k, b, trans_b, packed, 1, n, j0, j1, c, n, accumulate)
+    step_gemm(m, k, a, k, b, trans_b, packed, 1, n, j0, j1, c, n, accumulate, NULL)
 
 
 cdef void _rows_of_at_b(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const floating* a,

@@ -23,7 +23,7 @@ from fastrnn.kernels.common cimport (
     omp_get_thread_num, omp_get_num_threads, fastrnn_team_barrier, fastrnn_team_sync,
     fastrnn_block_free,
     fastrnn_flush_denormals, fastrnn_restore_fp_mode, split_units, sigmoid,
-    tanh_, total_rows, active_rows, rows_finishing_from, fill_bias, column_sums,
+    tanh_, total_rows, active_rows, rows_finishing_from, combine_bias, column_sums,
     copy_block, chunk_steps, chunk_first_row, publish_step, gru_row, gru_rz_row,
     gru_n_row, gru_grad_row, gru_rh_grad_row, weight_grad, fastrnn_packed_size,
     alloc_packed, gate_packed_size, pack_weights, step_gemm, rows_product, recurrent_gemm, input_grad,
@@ -47,10 +47,11 @@ cdef inline bint split_batch_fits(Py_ssize_t B, Py_ssize_t H, int nt,
 cdef Py_ssize_t gru_workspace_size(Py_ssize_t T, Py_ssize_t B, Py_ssize_t H,
                                    bint training) noexcept nogil:
     """Elements of scratch for gru_forward: two h buffers, two (B, H) scratch
-    blocks for the n gate and, in inference, the input projection chunk."""
+    blocks for the n gate, in inference the input projection chunk, and last the
+    projection's bias row (3H: b_ir + b_hr, b_iz + b_hz, b_in)."""
     if training:
-        return 4 * B * H
-    return 4 * B * H + chunk_steps(T, B, 0) * B * 3 * H
+        return 4 * B * H + 3 * H
+    return 4 * B * H + chunk_steps(T, B, 0) * B * 3 * H + 3 * H
 
 
 cdef Py_ssize_t gru_backward_workspace_size(Py_ssize_t B, Py_ssize_t H) noexcept nogil:
@@ -91,6 +92,10 @@ cdef void _forward_body(
     cdef floating* hn_t
     cdef floating* rh_t
     cdef const floating* b_hn = b_hh + 2 * H if b_hh != NULL else NULL
+    # The input projection's bias row (the last 3H elements of work): b_hr and b_hz
+    # fold in, b_hn must stay inside r * (...).
+    cdef floating* bias = (NULL if b_ih == NULL and b_hh == NULL else
+                           work + gru_workspace_size(T, B, H, training) - G)
     # Packed W_hr, W_hz (the thread's r and z columns) and W_hn, or NULL; W_hn where
     # a team splitting the batch packs it, as the third of three whole gates.
     cdef floating* packed_rz = packed
@@ -117,6 +122,9 @@ cdef void _forward_body(
         pack_weights(w_hh + 2 * H * H, True, H, 1, H, j0, j1, packed_n)
     if not panels:
         pack_weights(w_ih, True, I, 3, H, j0, j1, packed_ih)
+    if bias != NULL:
+        for g in range(3):
+            combine_bias(bias, g * H + j0, g * H + j1, b_ih, b_hh if g < 2 else NULL)
     copy_block(h_cur, H, h0, H, B, j0, j1)
     copy_block(h_next, H, h0, H, B, j0, j1)
     fastrnn_team_barrier(sync, nt, &sense)
@@ -125,13 +133,9 @@ cdef void _forward_body(
     while s_chunk < T:
         n_chunk = min(steps, T - s_chunk)
         base = chunk_first_row(T, B, batch_sizes, up, s_chunk, n_chunk, off, &chunk_n)
-        # Input projection; b_hr and b_hz fold in here, b_hn must stay inside r * (...).
         xp_row = xp if not training else xp + base * G
-        for g in range(3):
-            fill_bias(xp_row, chunk_n, G, g * H + j0, g * H + j1, b_ih,
-                      b_hh if g < 2 else NULL)
         project_inputs(chunk_n, I, x + base * I, w_ih, packed_ih, panels, 3, H, j0, j1,
-                       xp_row, G, tid)
+                       xp_row, G, bias, tid)
         if by_batch:
             fastrnn_team_barrier(sync, nt, &sense)      # the chunk's projection is whole
 
@@ -297,18 +301,18 @@ cdef void _backward_body(
             fastrnn_team_barrier(sync, nt, &sense)
         if reset_after:
             step_gemm(m1 - m0, H, hns + (row + m0) * H, H, w_hh + 2 * H * H, False, packed_n,
-                      1, H, k0, k1, dh0 + m0 * H, H, True)
+                      1, H, k0, k1, dh0 + m0 * H, H, True, NULL)
         else:
             # d(r h) = dan . W_hn, then r's gradient, which the r-z GEMM below needs.
             step_gemm(m1 - m0, H, d_row + m0 * G + 2 * H, G, w_hh + 2 * H * H, False,
-                      packed_n, 1, H, k0, k1, drh + m0 * H, H, False)
+                      packed_n, 1, H, k0, k1, drh + m0 * H, H, False, NULL)
             for b in range(m0, m1):
                 gru_rh_grad_row(d_row + b * G, drh + b * H, h_prevs + (row + b) * H,
                                 dh0 + b * H, k0, k1)
             if not by_batch:
                 fastrnn_team_barrier(sync, nt, &sense)
         step_gemm(m1 - m0, 2 * H, d_row + m0 * G, G, w_hh, False, packed_rz, 1, H, k0, k1,
-                  dh0 + m0 * H, H, True)
+                  dh0 + m0 * H, H, True, NULL)
         if not by_batch:
             # The step's gate gradients of the thread's units are final: the biases'.
             _gru_bias_grads(db_ih, db_hh, d_row, hns + row * H, bs, H, j0, j1, reset_after,

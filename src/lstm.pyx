@@ -40,7 +40,7 @@ from fastrnn.kernels.common cimport (
     omp_get_thread_num, omp_get_num_threads, fastrnn_team_barrier, fastrnn_team_sync,
     fastrnn_block_free,
     fastrnn_flush_denormals, fastrnn_restore_fp_mode, split_units, sigmoid,
-    tanh_, total_rows, active_rows, rows_finishing_from, fill_bias, column_sums,
+    tanh_, total_rows, active_rows, rows_finishing_from, combine_bias, column_sums,
     copy_block, chunk_steps, chunk_first_row, publish_step, lstm_row, lstm_grad_row,
     weight_grad, fastrnn_packed_size, alloc_packed, gate_packed_size, pack_weights, pack_stacked,
     step_gemm, input_grad, input_grad_packed_size, projection_packed_size, projection_panels,
@@ -52,8 +52,9 @@ from fastrnn.kernels.common cimport (
 cdef Py_ssize_t lstm_workspace_size(Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, Py_ssize_t P,
                                     bint training) noexcept nogil:
     """Elements of scratch for lstm_forward: two h buffers (B, P), with a projection
-    o * tanh(c) of one step (B, H), and in inference the input projection chunk."""
-    cdef Py_ssize_t n = 2 * B * P + (B * H if P != H else 0)
+    o * tanh(c) of one step (B, H), in inference the input projection chunk, and last
+    the gates' bias row b_ih + b_hh (4H)."""
+    cdef Py_ssize_t n = 2 * B * P + (B * H if P != H else 0) + 4 * H
     if not training:
         n += chunk_steps(T, B, 0) * B * 4 * H
     return n
@@ -111,8 +112,8 @@ cdef inline bint stack_input(Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize_
     [x_t, h_{t-1}], instead of one BLAS GEMM per chunk of steps beforehand.
 
     Stacked, the projection runs on the packed micro-kernel without BLAS's copies
-    of x and without a pass over the chunk's gates to lay the biases down first;
-    it pays off while a thread's stacked weights stay in its L2 cache and the batch
+    of x (and, when this was measured, without a pass over the chunk's gates to lay
+    the biases down first, which the chunk's projection now adds in its tiles); it pays off while a thread's stacked weights stay in its L2 cache and the batch
     fills the micro-kernel's tiles (measured, one process, interleaved: LSTM(32, 128)
     at batch 32 / T = 64, forward_train + backward 0.93-0.95x the time, inference at
     hidden 128 0.93-0.99x at batch 32-64; at batch 8 even in inference, 1.00-1.10x in
@@ -159,6 +160,9 @@ cdef void _forward_body(
     cdef floating* xp = gates if training else work + 2 * B * P + (B * H if proj else 0)
     cdef floating* xp_row
     cdef floating* r_t
+    # b_ih + b_hh, which the input projection adds (the last 4H elements of work).
+    cdef floating* bias = (NULL if b_ih == NULL and b_hh == NULL else
+                           work + lstm_workspace_size(T, B, H, P, training) - G)
     # Packed W_hh (the thread's gate columns; stacked under W_ih) and W_hr (its
     # output columns), or NULL.
     cdef floating* packed_hh = packed
@@ -185,6 +189,9 @@ cdef void _forward_body(
     elif not rows_hh:
         pack_weights(w_hh, True, P, 4, H, j0, j1, packed_hh)
     pack_weights(w_hr, True, H, 1, P, p0, p1, packed_hr)
+    if bias != NULL:
+        for g in range(4):
+            combine_bias(bias, g * H + j0, g * H + j1, b_ih, b_hh)
     if not panels:
         pack_weights(w_ih, True, I, 4, H, j0, j1, packed_ih)
     # Both h buffers start at h0: rows that join late (reverse walk) read h0 from either.
@@ -209,10 +216,8 @@ cdef void _forward_body(
         if not stacked:
             # Input projection of this chunk, this thread's columns of every gate.
             xp_row = xp if not training else xp + base * G
-            for g in range(4):
-                fill_bias(xp_row, chunk_n, G, g * H + j0, g * H + j1, b_ih, b_hh)
             project_inputs(chunk_n, I, x + base * I, w_ih, packed_ih, panels, 4, H, j0, j1,
-                       xp_row, G, tid)
+                           xp_row, G, bias, tid)
 
         for s in range(s_chunk, s_chunk + n_chunk):
             t = s if up else T - 1 - s
@@ -225,11 +230,8 @@ cdef void _forward_body(
             if stacked:
                 # This step's whole input projection rides on its recurrent GEMM.
                 xp_row = xp + row * G if training else xp
-                for g in range(4):
-                    fill_bias(xp_row + m0 * G, m1 - m0, G, g * H + j0, g * H + j1, b_ih,
-                              b_hh)
                 step_gemm(m1 - m0, I + P, h_cur - I + m0 * ldh, ldh, w_hh, True, packed_hh,
-                          4, H, j0, j1, xp_row + m0 * G, G, True)
+                          4, H, j0, j1, xp_row + m0 * G, G, False, bias)
             else:
                 xp_row = xp + (row if training else row - base) * G
                 recurrent_gemm(rows_hh, bs, P, h_cur, ldh, w_hh, packed_hh, 4, H, j0, j1,
@@ -247,7 +249,7 @@ cdef void _forward_body(
                 # h = W_hr (o * tanh c) needs every thread's units: sync, then own outputs.
                 fastrnn_team_barrier(sync, nt, &sense)
                 step_gemm(bs, H, r_t, H, w_hr, True, packed_hr, 1, P, p0, p1, h_next, ldh,
-                          False)
+                          False, NULL)
             publish_step(h_next + m0 * ldh, h_cur + m0 * ldh, ldh, P, m1 - m0,
                          max(finish - m0, 0), p0, p1, y + (row + m0) * ldy, ldy,
                          h_prevs + (row + m0) * P if training else NULL, h_n + m0 * P)
@@ -392,7 +394,7 @@ cdef void _backward_body(
             fastrnn_team_barrier(sync, nt, &sense)
             # d(o * tanh c)[:, own units] = dh_t . W_hr[:, own units]
             step_gemm(bs, P, dh_all + row * P, P, w_hr, False, packed_hr, 1, H, j0, j1,
-                      dr, H, False)
+                      dr, H, False, NULL)
         for b in range(m0, m1):
             # dh reaches h_t (dh0 + dy), or o * tanh(c_t) (dr) with a projection.
             lstm_grad_row(d_row + b * G, cs + (row + b) * H, c_prevs + (row + b) * H,
@@ -406,7 +408,7 @@ cdef void _backward_body(
             fastrnn_team_barrier(sync, nt, &sense)
         # dh_{t-1}[:, own outputs] = d_gates_t . W_hh[:, own outputs]
         step_gemm(m1 - m0, G, d_row + m0 * G, G, w_hh, False, packed_hh, 1, P, p0, p1,
-                  dh0 + m0 * P, P, False)
+                  dh0 + m0 * P, P, False, NULL)
         if up:
             off += bs
     fastrnn_team_barrier(sync, nt, &sense)

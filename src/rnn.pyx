@@ -16,7 +16,7 @@ from fastrnn.kernels.common cimport (
     omp_get_thread_num, omp_get_num_threads, fastrnn_team_barrier, fastrnn_team_sync,
     fastrnn_block_free,
     fastrnn_flush_denormals, fastrnn_restore_fp_mode, split_units, sigmoid,
-    tanh_, total_rows, active_rows, rows_finishing_from, fill_bias, column_sums,
+    tanh_, total_rows, active_rows, rows_finishing_from, combine_bias, column_sums,
     copy_block, chunk_steps, chunk_first_row, publish_step, rnn_row, rnn_grad_row,
     fastrnn_packed_size, alloc_packed, pack_weights, step_gemm, rows_product, recurrent_gemm,
     weight_grad, input_grad, input_grad_packed_size, projection_packed_size, projection_panels,
@@ -27,10 +27,11 @@ ACTIVATIONS = {"tanh": ACT_TANH, "relu": ACT_RELU, "sigmoid": ACT_SIGMOID}
 
 cdef Py_ssize_t rnn_workspace_size(Py_ssize_t T, Py_ssize_t B, Py_ssize_t H,
                                    bint training) noexcept nogil:
-    """Elements of scratch for rnn_forward: two h buffers and the projection chunk."""
+    """Elements of scratch for rnn_forward: two h buffers, the projection chunk in
+    inference, and last the projection's bias row b_ih + b_hh (H)."""
     if training:
-        return 2 * B * H
-    return 2 * B * H + chunk_steps(T, B, 0) * B * H
+        return 2 * B * H + H
+    return 2 * B * H + chunk_steps(T, B, 0) * B * H + H
 
 
 
@@ -55,6 +56,9 @@ cdef void _forward_body(
     cdef floating* h_swap
     cdef floating* xp = hs if training else work + 2 * B * H
     cdef floating* xp_row
+    # b_ih + b_hh, which the input projection adds (the last H elements of work).
+    cdef floating* bias = (NULL if b_ih == NULL and b_hh == NULL else
+                           work + rnn_workspace_size(T, B, H, training) - H)
 
     # A few rows step on W_hh as the layer holds it, unpacked.
     cdef bint rows_hh = rows_product(B)
@@ -67,6 +71,8 @@ cdef void _forward_body(
         pack_weights(w_hh, True, H, 1, H, j0, j1, packed)  # W_hh's rows of the thread's units
     if not panels:
         pack_weights(w_ih, True, I, 1, H, j0, j1, packed_ih)
+    if bias != NULL:
+        combine_bias(bias, j0, j1, b_ih, b_hh)
     copy_block(h_cur, H, h0, H, B, j0, j1)
     copy_block(h_next, H, h0, H, B, j0, j1)
     fastrnn_team_barrier(sync, nt, &sense)
@@ -76,9 +82,8 @@ cdef void _forward_body(
         n_chunk = min(steps, T - s_chunk)
         base = chunk_first_row(T, B, batch_sizes, up, s_chunk, n_chunk, off, &chunk_n)
         xp_row = xp if not training else xp + base * H
-        fill_bias(xp_row, chunk_n, H, j0, j1, b_ih, b_hh)
         project_inputs(chunk_n, I, x + base * I, w_ih, packed_ih, panels, 1, H, j0, j1,
-                       xp_row, H, tid)
+                       xp_row, H, bias, tid)
 
         for s in range(s_chunk, s_chunk + n_chunk):
             t = s if up else T - 1 - s
@@ -179,7 +184,7 @@ cdef void _backward_body(
         if db != NULL:
             column_sums(db, d_row, bs, H, j0, j1, True)
         fastrnn_team_barrier(sync, nt, &sense)
-        step_gemm(bs, H, d_row, H, w_hh, False, packed, 1, H, j0, j1, dh0, H, False)
+        step_gemm(bs, H, d_row, H, w_hh, False, packed, 1, H, j0, j1, dh0, H, False, NULL)
         if up:
             off += bs
     fastrnn_team_barrier(sync, nt, &sense)

@@ -39,8 +39,9 @@ def test_gemm_rejects_mismatched_shapes():
 
 
 # The per-step product on packed weights (fastrnn/kernels/_packed_gemm.h): every
-# tile shape (rows 1-6 x 1-2 column groups), narrow last groups, a thread's share
-# of the units (j0 > 0), several passes over A (large K), both weight layouts.
+# tile shape (rows 1-8 x 1, 2 or 4 column groups), narrow last groups, a thread's share
+# of the units (j0 > 0), several passes over A (large K), both weight layouts, the
+# product accumulated, added to a bias row, or alone.
 from hypothesis import given, settings, strategies as st  # noqa: E402
 
 
@@ -55,11 +56,13 @@ def packed_problems(draw):
     return dict(M=draw(st.integers(0, 20)), K=draw(st.sampled_from([0, 1, 3, 8, 17, 64])),
                 n_gates=n_gates, H=H, j0=min(group * b0, H), j1=min(group * b1, H),
                 by_rows=draw(st.booleans()), accumulate=draw(st.booleans()),
+                with_bias=draw(st.booleans()),
                 dtype=draw(st.sampled_from([np.float32, np.float64])),
                 seed=draw(st.integers(0, 2**31)))
 
 
-def _check_packed(M, K, n_gates, H, j0, j1, by_rows, accumulate, dtype, seed):
+def _check_packed(M, K, n_gates, H, j0, j1, by_rows, accumulate, dtype, seed,
+                  with_bias=False):
     rng = np.random.default_rng(seed)
     a = rng.standard_normal((M, K)).astype(dtype)
     w = rng.standard_normal((n_gates * H, K) if by_rows else (K, n_gates * H)).astype(dtype)
@@ -67,8 +70,10 @@ def _check_packed(M, K, n_gates, H, j0, j1, by_rows, accumulate, dtype, seed):
     expected = c.copy()
     cols = [g * H + u for g in range(n_gates) for u in range(j0, j1)]
     product = (a.astype(np.float64) @ (w.T if by_rows else w).astype(np.float64))[:, cols]
-    expected[:, cols] = product + (c[:, cols] if accumulate else 0)
-    _blas.packed_gemm_memview(a, w, by_rows, n_gates, H, j0, j1, c, accumulate)
+    bias = rng.standard_normal(n_gates * H).astype(dtype) if with_bias else None
+    expected[:, cols] = product + (c[:, cols] if accumulate else
+                                   bias[cols] if with_bias else 0)
+    _blas.packed_gemm_memview(a, w, by_rows, n_gates, H, j0, j1, c, accumulate, bias)
     tol = 1e-5 if dtype == np.float32 else 1e-12
     scale = np.abs(a).sum(axis=1, keepdims=True) * np.abs(w).max(initial=1.0) + 1
     np.testing.assert_array_less(np.abs(c - expected), np.broadcast_to(tol * scale, c.shape))
@@ -85,8 +90,10 @@ def test_packed_gemm_matches_numpy(problem):
 def test_packed_gemm_several_passes_over_a(dtype, by_rows):
     # K = 1500 leaves room for only a few rows of A per pass over the weights.
     group = _blas.packed_group()
-    _check_packed(M=70, K=1500, n_gates=2, H=group + 13, j0=group, j1=group + 13,
-                  by_rows=by_rows, accumulate=True, dtype=dtype, seed=3)
+    for accumulate, with_bias in [(True, False), (False, True)]:
+        _check_packed(M=70, K=1500, n_gates=2, H=group + 13, j0=group, j1=group + 13,
+                      by_rows=by_rows, accumulate=accumulate, dtype=dtype, seed=3,
+                      with_bias=with_bias)
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])

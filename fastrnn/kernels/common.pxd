@@ -3,6 +3,7 @@
 # All are ``inline`` so they compile into each kernel module and cost no call.
 from cython cimport floating
 from libc.math cimport tanh
+from libc.string cimport memcpy
 
 from fastrnn.kernels.blas cimport gemm
 
@@ -166,19 +167,21 @@ cdef extern from "fastrnn/kernels/_packed_gemm.h":
     void fastrnn_packed_gemm_f32(Py_ssize_t M, Py_ssize_t K, const float* a, Py_ssize_t lda,
                                  const float* packed, Py_ssize_t n_gates, Py_ssize_t H,
                                  Py_ssize_t j0, Py_ssize_t j1, float* c, Py_ssize_t ldc,
-                                 int accumulate) noexcept nogil
+                                 int accumulate, const float* bias) noexcept nogil
     void fastrnn_packed_gemm_f64(Py_ssize_t M, Py_ssize_t K, const double* a, Py_ssize_t lda,
                                  const double* packed, Py_ssize_t n_gates, Py_ssize_t H,
                                  Py_ssize_t j0, Py_ssize_t j1, double* c, Py_ssize_t ldc,
-                                 int accumulate) noexcept nogil
+                                 int accumulate, const double* bias) noexcept nogil
     void fastrnn_panel_gemm_f32(Py_ssize_t M, Py_ssize_t K, const float* a, Py_ssize_t lda,
                                 const float* w, Py_ssize_t n_gates, Py_ssize_t H,
                                 Py_ssize_t j0, Py_ssize_t j1, float* c, Py_ssize_t ldc,
-                                int accumulate, float* panel) noexcept nogil
+                                int accumulate, const float* bias,
+                                float* panel) noexcept nogil
     void fastrnn_panel_gemm_f64(Py_ssize_t M, Py_ssize_t K, const double* a, Py_ssize_t lda,
                                 const double* w, Py_ssize_t n_gates, Py_ssize_t H,
                                 Py_ssize_t j0, Py_ssize_t j1, double* c, Py_ssize_t ldc,
-                                int accumulate, double* panel) noexcept nogil
+                                int accumulate, const double* bias,
+                                double* panel) noexcept nogil
 
     Py_ssize_t fastrnn_weight_grad_size_f32(Py_ssize_t n_src, const Py_ssize_t* k,
                                             Py_ssize_t rows) noexcept nogil
@@ -344,20 +347,19 @@ cdef inline void split_batch(Py_ssize_t T, Py_ssize_t B, const Py_ssize_t* batch
     hi[0] = _batch_bound(T, B, batch_sizes, n_rows, tid + 1, nt)
 
 
-cdef inline void fill_bias(floating* dst, Py_ssize_t rows, Py_ssize_t ld,
-                           Py_ssize_t lo, Py_ssize_t hi,
-                           const floating* b1, const floating* b2) noexcept nogil:
-    """dst[r, lo:hi] = b1[lo:hi] + b2[lo:hi] (either may be NULL) for r < rows."""
-    cdef Py_ssize_t r, j
+cdef inline void combine_bias(floating* out, Py_ssize_t lo, Py_ssize_t hi,
+                              const floating* b1, const floating* b2) noexcept nogil:
+    """out[lo:hi] = b1[lo:hi] + b2[lo:hi] (either may be NULL): the one bias row that
+    the input projection adds (step_gemm's ``bias``)."""
+    cdef Py_ssize_t j
     cdef floating v
-    for r in range(rows):
-        for j in range(lo, hi):
-            v = 0
-            if b1 != NULL:
-                v = v + b1[j]
-            if b2 != NULL:
-                v = v + b2[j]
-            dst[r * ld + j] = v
+    for j in range(lo, hi):
+        v = 0
+        if b1 != NULL:
+            v = v + b1[j]
+        if b2 != NULL:
+            v = v + b2[j]
+        out[j] = v
 
 
 cdef inline void column_sums(floating* out, const floating* src, Py_ssize_t rows,
@@ -709,17 +711,19 @@ cdef inline void project_inputs(Py_ssize_t m, Py_ssize_t I, const floating* x,
                                 const floating* w_ih, floating* packed_ih, bint panels,
                                 Py_ssize_t n_gates, Py_ssize_t H, Py_ssize_t j0,
                                 Py_ssize_t j1, floating* xp, Py_ssize_t ldc,
-                                int tid) noexcept nogil:
-    """xp[:, g*H + u] += (x . W_ih^T)[:, g*H + u] over m rows, for this thread's units:
-    with ``panels`` on its own panel of packed_ih, else on packed_ih packed whole by
-    pack_weights (or through BLAS where packed_ih is NULL)."""
+                                const floating* bias, int tid) noexcept nogil:
+    """xp[:, g*H + u] = (x . W_ih^T)[:, g*H + u] + bias[g*H + u] over m rows, for this
+    thread's units (bias NULL: none): with ``panels`` on its own panel of packed_ih,
+    else on packed_ih packed whole by pack_weights (or through BLAS where packed_ih is
+    NULL)."""
     if not panels or packed_ih == NULL:
-        step_gemm(m, I, x, I, w_ih, True, packed_ih, n_gates, H, j0, j1, xp, ldc, True)
+        step_gemm(m, I, x, I, w_ih, True, packed_ih, n_gates, H, j0, j1, xp, ldc, False,
+                  bias)
     elif floating is float:
-        fastrnn_panel_gemm_f32(m, I, x, I, w_ih, n_gates, H, j0, j1, xp, ldc, True,
+        fastrnn_panel_gemm_f32(m, I, x, I, w_ih, n_gates, H, j0, j1, xp, ldc, False, bias,
                                packed_ih + tid * fastrnn_panel_size(I))
     else:
-        fastrnn_panel_gemm_f64(m, I, x, I, w_ih, n_gates, H, j0, j1, xp, ldc, True,
+        fastrnn_panel_gemm_f64(m, I, x, I, w_ih, n_gates, H, j0, j1, xp, ldc, False, bias,
                                packed_ih + tid * fastrnn_panel_size(I))
 
 
@@ -743,7 +747,7 @@ cdef inline void input_grad(Py_ssize_t n_rows, Py_ssize_t I, Py_ssize_t G,
     split_rows(n_rows, tid, nt, &r0, &r1)
     if packed_ih != NULL:
         step_gemm(r1 - r0, G, d + r0 * G, G, w_ih, False, packed_ih, 1, I, 0, I,
-                  dx + r0 * I, I, accumulate)
+                  dx + r0 * I, I, accumulate, NULL)
     else:
         gemm(False, False, r1 - r0, I, G, <floating>1, d + r0 * G, G, w_ih, I,
              <floating>1 if accumulate else <floating>0, dx + r0 * I, I)
@@ -752,22 +756,32 @@ cdef inline void input_grad(Py_ssize_t n_rows, Py_ssize_t I, Py_ssize_t G,
 cdef inline void step_gemm(Py_ssize_t m, Py_ssize_t K, const floating* a, Py_ssize_t lda,
                            const floating* w, bint by_rows, const floating* packed,
                            Py_ssize_t n_gates, Py_ssize_t H, Py_ssize_t j0, Py_ssize_t j1,
-                           floating* c, Py_ssize_t ldc, bint accumulate) noexcept nogil:
+                           floating* c, Py_ssize_t ldc, bint accumulate,
+                           const floating* bias) noexcept nogil:
     """C[:, g*H + u] (+)= (A . B)[:, g*H + u] for this thread's units, B as in
     pack_weights: the per-step recurrent product, on the packed copy of w when
-    there is one, else through BLAS.  Overwrites C unless ``accumulate``."""
-    cdef Py_ssize_t g
+    there is one, else through BLAS.  Unless ``accumulate``, C is overwritten with
+    the product plus the row ``bias[g*H + u]`` (NULL: none)."""
+    cdef Py_ssize_t g, r
     cdef floating beta = 1 if accumulate else 0
     if m <= 0 or j1 <= j0:
         return
     if packed != NULL:
         if floating is float:
             fastrnn_packed_gemm_f32(m, K, a, lda, packed, n_gates, H, j0, j1, c, ldc,
-                                    accumulate)
+                                    accumulate, bias)
         else:
             fastrnn_packed_gemm_f64(m, K, a, lda, packed, n_gates, H, j0, j1, c, ldc,
-                                    accumulate)
-    elif by_rows:
+                                    accumulate, bias)
+        return
+    if not accumulate and bias != NULL:
+        # BLAS adds the product to the bias laid down first.
+        for r in range(m):
+            for g in range(n_gates):
+                memcpy(c + r * ldc + g * H + j0, bias + g * H + j0,
+                       (j1 - j0) * sizeof(floating))
+        beta = 1
+    if by_rows:
         gates_gemm(m, n_gates, H, j0, j1, K, a, lda, w, beta, c, ldc)
     else:
         for g in range(n_gates):
@@ -790,7 +804,8 @@ cdef inline void recurrent_gemm(bint rows, Py_ssize_t m, Py_ssize_t K, const flo
     every gate straight from the row-major w (n_gates*H, K), m <= ROW_GEMV_MAX_ROWS."""
     cdef Py_ssize_t g
     if not rows:
-        step_gemm(m, K, a, lda, w, True, packed, n_gates, H, j0, j1, c, ldc, accumulate)
+        step_gemm(m, K, a, lda, w, True, packed, n_gates, H, j0, j1, c, ldc, accumulate,
+                  NULL)
         return
     if m <= 0:
         return
