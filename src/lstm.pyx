@@ -46,7 +46,7 @@ from fastrnn.kernels.common cimport (
     step_gemm, input_grad, input_grad_packed_size, projection_packed_size, projection_panels,
     project_inputs,
     stacked_weight_grads,
-    split_batch, batch_split_pays, rows_product, recurrent_gemm)
+    split_batch, batch_split_pays, BATCH_SPLIT_MIN_ROWS, rows_product, recurrent_gemm)
 
 
 cdef Py_ssize_t lstm_workspace_size(Py_ssize_t T, Py_ssize_t B, Py_ssize_t H, Py_ssize_t P,
@@ -74,15 +74,18 @@ cdef inline Py_ssize_t stacked_packed_size(Py_ssize_t H, Py_ssize_t I,
 
 
 cdef enum:
-    # Stacked weights up to about a core's L2 cache (1 MB on the Zen 5 measured):
-    # split_batch_fits measured the batch split better at 1.3 MB, worse from 1.8 MB.
+    # Stacked weights up to about a core's L2 cache (1 MB on the Zen 5 measured) and a
+    # half: the batch split pays from 4 rows a thread (BATCH_SPLIT_MIN_ROWS); larger
+    # ones, streamed from L3 at every step, from STACKED_STREAM_ROWS rows a thread
+    # while they stay below STACKED_STREAM_BYTES (split_batch_fits).
     STACKED_L2_BYTES = 3 * 512 * 1024
-    STACKED_STREAM_ROWS = 16
+    STACKED_STREAM_ROWS = 8
+    STACKED_STREAM_BYTES = 3 * 1024 * 1024
 
 
 cdef inline bint split_batch_fits(Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize_t P,
                                   int nt, size_t item) noexcept nogil:
-    """Whether a team of nt threads splits the batch (batch_split_pays), every thread
+    """Whether a team of nt threads splits the batch (split_batch), every thread
     stepping all units of its rows on [W_ih W_hh]^T packed once for all (the stacked
     projection, whatever stack_input says: projecting a chunk by BLAS first measured
     1.13-1.35x slower in inference at hidden 256, even in training).  Measured, two
@@ -96,14 +99,22 @@ cdef inline bint split_batch_fits(Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_s
     Stacked weights much larger than a core's L2 cache (STACKED_L2_BYTES) come from
     L3 at every step; a thread with fewer than STACKED_STREAM_ROWS rows does too little
     work on them to hide that, and the team splits the units instead (each thread's
-    columns then stay in its L2).  Measured on AMD Zen 5 (1 MB L2), inference, the
-    same way: LSTM(256) at batch 8 0.84x the time split by units, batch 10 0.91x, 16
-    0.89x, LSTM(240) at batch 8 (1.8 MB) 0.84x; but LSTM(200) at batch 12 (1.3 MB)
-    1.05x the time; at 16 rows a thread LSTM(256) batch 32 measured even and batch 64
-    1.16x slower split by units."""
+    columns then stay in its L2).  Measured on AMD Zen 5 (1 MB L2), inference, split
+    by units against split by batch, once: LSTM(256) at batch 8 0.84x the time, batch
+    10 0.91x, 16 0.89x, LSTM(240) at batch 8 (1.8 MB) 0.84x, LSTM(200) at batch 12
+    (1.3 MB) 1.05x.  Measured again once the tiles took four groups and the bias (old
+    and new builds in alternating processes, median of 4 pairs), the batch split now
+    from 8 rows a thread up to 3 MB against the units split: inference LSTM(300, 200)
+    at batch 24 0.93x the time, LSTM(240) at batch 24 0.94x, LSTM(256) at batch 16 and
+    24 0.97-0.98x, LSTM(300) at batch 24-64 0.91-0.93x (2.9 MB); forward_train +
+    backward 0.95x, 0.96x (LSTM(300, 200) batch 24, LSTM(256) batch 24), 0.97x
+    (LSTM(300) batch 24-32), 1.01x (LSTM(256) batch 16).  At 5-6 rows a thread it
+    measured 1.03-1.04x slower for LSTM(256) (batch 10-12), 0.96x for LSTM(300, 200)
+    (1.6 MB); LSTM(320) (3.3 MB) and LSTM(350) at batch 16-32 even."""
     cdef Py_ssize_t weight_bytes = 4 * H * (I + P) * <Py_ssize_t>item
-    return (P == H and batch_split_pays(B, weight_bytes, nt)
-            and (weight_bytes <= STACKED_L2_BYTES or B >= STACKED_STREAM_ROWS * nt))
+    return (P == H and nt > 1 and B >= BATCH_SPLIT_MIN_ROWS * nt
+            and (weight_bytes <= STACKED_L2_BYTES
+                 or (B >= STACKED_STREAM_ROWS * nt and weight_bytes <= STACKED_STREAM_BYTES)))
 
 
 cdef inline bint stack_input(Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_ssize_t P,
