@@ -42,7 +42,7 @@ from fastrnn.kernels.common cimport (
     fastrnn_flush_denormals, fastrnn_restore_fp_mode, split_units, sigmoid,
     tanh_, total_rows, active_rows, rows_finishing_from, combine_bias, column_sums,
     copy_block, chunk_steps, chunk_first_row, publish_step, lstm_row, lstm_grad_row,
-    weight_grad, fastrnn_packed_size, alloc_packed, gate_packed_size, pack_weights, pack_stacked,
+    weight_grad, fastrnn_packed_size, alloc_packed, pack_weights, pack_stacked,
     step_gemm, input_grad, input_grad_packed_size, projection_packed_size, projection_panels,
     project_inputs,
     stacked_weight_grads,
@@ -152,7 +152,7 @@ cdef void _forward_body(
     cdef bint panels = projection_panels(T, B, training)
     cdef Py_ssize_t G = 4 * H
     cdef Py_ssize_t j0, j1, hk, p0, p1, pk, i0, i1, g, s, t, b, j, bs, finish, row, base
-    cdef Py_ssize_t s_chunk, n_chunk, chunk_n, t_next, bs_next
+    cdef Py_ssize_t s_chunk, n_chunk, chunk_n, t_next, bs_next, q0, q1
     # The rows this thread steps, [r0, r1) of the batch (by_batch), else all of them;
     # at each step the active ones, [m0, m1).
     cdef Py_ssize_t r0 = 0, r1 = B, m0, m1
@@ -191,10 +191,12 @@ cdef void _forward_body(
     hk = j1 - j0
     pk = p1 - p0
     if by_batch:
-        # Every thread reads all the columns: the threads pack whole gates of them.
-        for g in range(4 * tid // nt, 4 * (tid + 1) // nt):
-            pack_stacked(w_ih + g * H * I, I, w_hh + g * H * P, P, 1, H, 0, H,
-                         packed_hh + g * gate_packed_size(packed, H, I + P))
+        # Every thread reads all the columns: the threads pack shares of them.  The 4H
+        # gate columns are packed as one block, groups running across the gates'
+        # boundaries (C's rows hold the gates side by side), so no group is padded
+        # unless 4H is not a multiple of the group width.
+        split_units(G, tid, nt, &q0, &q1)
+        pack_stacked(w_ih, I, w_hh, P, 1, G, q0, q1, packed_hh)
     elif stacked:
         pack_stacked(w_ih, I, w_hh, P, 4, H, j0, j1, packed_hh)
     elif not rows_hh:
@@ -241,8 +243,12 @@ cdef void _forward_body(
             if stacked:
                 # This step's whole input projection rides on its recurrent GEMM.
                 xp_row = xp + row * G if training else xp
-                step_gemm(m1 - m0, I + P, h_cur - I + m0 * ldh, ldh, w_hh, True, packed_hh,
-                          4, H, j0, j1, xp_row + m0 * G, G, False, bias)
+                if by_batch:
+                    step_gemm(m1 - m0, I + P, h_cur - I + m0 * ldh, ldh, w_hh, True,
+                              packed_hh, 1, G, 0, G, xp_row + m0 * G, G, False, bias)
+                else:
+                    step_gemm(m1 - m0, I + P, h_cur - I + m0 * ldh, ldh, w_hh, True,
+                              packed_hh, 4, H, j0, j1, xp_row + m0 * G, G, False, bias)
             else:
                 xp_row = xp + (row if training else row - base) * G
                 recurrent_gemm(rows_hh, bs, P, h_cur, ldh, w_hh, packed_hh, 4, H, j0, j1,

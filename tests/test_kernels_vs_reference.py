@@ -151,7 +151,7 @@ def test_lstm_stacked_input_projection(B, I, H, dtype, rng):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("B, I, H", [(8, 5, 32), (19, 1, 40), (33, 24, 64)])
+@pytest.mark.parametrize("B, I, H", [(8, 5, 32), (19, 1, 40), (10, 3, 37), (33, 24, 64)])
 @pytest.mark.parametrize("cell", cell_params([CELL_BY_NAME[name] for name in
                                               ("lstm", "gru", "gru_reset_before")]))
 def test_batch_split(cell, B, I, H, dtype, rng):

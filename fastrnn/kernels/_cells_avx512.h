@@ -12,8 +12,8 @@
    vector at a time, 0.87 ns with four.  A reciprocal estimate (vrcp14ps) and a
    Newton step in place of the divisions measured slower (1.26 ns).
 
-   Each function runs the units [j0, j) that fill whole vectors and returns j; the
-   scalar loop of _cells.h finishes the rest. */
+   Each function runs the units [j0, j1) and returns j1 (the scalar loops of
+   _cells.h are left nothing to do), or j0 where it leaves them all to those loops. */
 #ifndef FASTRNN_CELLS_AVX512_H
 #define FASTRNN_CELLS_AVX512_H
 #include <stddef.h>
@@ -71,11 +71,18 @@ FASTRNN_V16 __m512 fastrnn_tanh16(__m512 x) {
                                 big, small);
 }
 
-/* Four vectors of units at a time while they last, then one. */
+/* Four vectors of units at a time while they last, then one, then the last few
+   units as one masked vector (lanes past j1 neither read nor written): a row of
+   hidden 200 ends in 8 such units, which the scalar loop had run on GCC's
+   narrower vectors.  The body reads and writes through FASTRNN_V16_LD / FASTRNN_V16_ST,
+   under the mask k_ (all lanes, a constant the compiler folds, until the tail). */
+#define FASTRNN_V16_LD(p) _mm512_maskz_loadu_ps(k_, (p))
+#define FASTRNN_V16_ST(p, v) _mm512_mask_storeu_ps((p), k_, (v))
 #define FASTRNN_V16_UNROLL 4
 #define FASTRNN_V16_LOOP(j, j0, j1, ...)                                               \
     ptrdiff_t j = j0;                                                                  \
     for (; j + 16 * FASTRNN_V16_UNROLL <= j1; j += 16 * FASTRNN_V16_UNROLL) {          \
+        const __mmask16 k_ = (__mmask16)0xFFFF;                                        \
         _Pragma("GCC unroll 4")                                                        \
         for (int v_ = 0; v_ < FASTRNN_V16_UNROLL; v_++) {                              \
             ptrdiff_t u = j + 16 * v_;                                                 \
@@ -83,8 +90,15 @@ FASTRNN_V16 __m512 fastrnn_tanh16(__m512 x) {
         }                                                                              \
     }                                                                                  \
     for (; j + 16 <= j1; j += 16) {                                                    \
+        const __mmask16 k_ = (__mmask16)0xFFFF;                                        \
         ptrdiff_t u = j;                                                               \
         __VA_ARGS__                                                                    \
+    }                                                                                  \
+    if (j < j1) {                                                                      \
+        const __mmask16 k_ = (__mmask16)((1u << (j1 - j)) - 1u);                       \
+        ptrdiff_t u = j;                                                               \
+        __VA_ARGS__                                                                    \
+        j = j1;                                                                        \
     }
 
 /* fastrnn_lstm_row_f32's units [j0, returned j). */
@@ -92,21 +106,21 @@ FASTRNN_V16 ptrdiff_t fastrnn_lstm_row16(float* pre, float* c, float* r, float* 
                                          float* c_prev_out, ptrdiff_t H, ptrdiff_t j0,
                                          ptrdiff_t j1, const int training) {
     FASTRNN_V16_LOOP(j, j0, j1, {
-        __m512 i_ = fastrnn_sigmoid16(_mm512_loadu_ps(pre + u));
-        __m512 f_ = fastrnn_sigmoid16(_mm512_loadu_ps(pre + H + u));
-        __m512 g_ = fastrnn_tanh16(_mm512_loadu_ps(pre + 2 * H + u));
-        __m512 o_ = fastrnn_sigmoid16(_mm512_loadu_ps(pre + 3 * H + u));
-        __m512 cp = _mm512_loadu_ps(c + u);
+        __m512 i_ = fastrnn_sigmoid16(FASTRNN_V16_LD(pre + u));
+        __m512 f_ = fastrnn_sigmoid16(FASTRNN_V16_LD(pre + H + u));
+        __m512 g_ = fastrnn_tanh16(FASTRNN_V16_LD(pre + 2 * H + u));
+        __m512 o_ = fastrnn_sigmoid16(FASTRNN_V16_LD(pre + 3 * H + u));
+        __m512 cp = FASTRNN_V16_LD(c + u);
         __m512 cn = _mm512_fmadd_ps(f_, cp, _mm512_mul_ps(i_, g_));
-        _mm512_storeu_ps(c + u, cn);
-        _mm512_storeu_ps(r + u, _mm512_mul_ps(o_, fastrnn_tanh16(cn)));
+        FASTRNN_V16_ST(c + u, cn);
+        FASTRNN_V16_ST(r + u, _mm512_mul_ps(o_, fastrnn_tanh16(cn)));
         if (training) {
-            _mm512_storeu_ps(pre + u, i_);
-            _mm512_storeu_ps(pre + H + u, f_);
-            _mm512_storeu_ps(pre + 2 * H + u, g_);
-            _mm512_storeu_ps(pre + 3 * H + u, o_);
-            _mm512_storeu_ps(c_out + u, cn);
-            _mm512_storeu_ps(c_prev_out + u, cp);
+            FASTRNN_V16_ST(pre + u, i_);
+            FASTRNN_V16_ST(pre + H + u, f_);
+            FASTRNN_V16_ST(pre + 2 * H + u, g_);
+            FASTRNN_V16_ST(pre + 3 * H + u, o_);
+            FASTRNN_V16_ST(c_out + u, cn);
+            FASTRNN_V16_ST(c_prev_out + u, cp);
         }
     })
     return j;
@@ -118,20 +132,20 @@ FASTRNN_V16 ptrdiff_t fastrnn_gru_row16(float* pre, float* hn, const float* b_hn
                                         ptrdiff_t j0, ptrdiff_t j1, const int has_bias,
                                         const int training) {
     FASTRNN_V16_LOOP(j, j0, j1, {
-        __m512 r_ = fastrnn_sigmoid16(_mm512_loadu_ps(pre + u));
-        __m512 z_ = fastrnn_sigmoid16(_mm512_loadu_ps(pre + H + u));
-        __m512 a = _mm512_loadu_ps(hn + u);
+        __m512 r_ = fastrnn_sigmoid16(FASTRNN_V16_LD(pre + u));
+        __m512 z_ = fastrnn_sigmoid16(FASTRNN_V16_LD(pre + H + u));
+        __m512 a = FASTRNN_V16_LD(hn + u);
         if (has_bias)
-            a = _mm512_add_ps(a, _mm512_loadu_ps(b_hn + u));
-        __m512 n_ = fastrnn_tanh16(_mm512_fmadd_ps(r_, a, _mm512_loadu_ps(pre + 2 * H + u)));
+            a = _mm512_add_ps(a, FASTRNN_V16_LD(b_hn + u));
+        __m512 n_ = fastrnn_tanh16(_mm512_fmadd_ps(r_, a, FASTRNN_V16_LD(pre + 2 * H + u)));
         __m512 h = _mm512_fmadd_ps(_mm512_sub_ps(_mm512_set1_ps(1.0f), z_), n_,
-                                   _mm512_mul_ps(z_, _mm512_loadu_ps(h_prev + u)));
-        _mm512_storeu_ps(h_out + u, h);
+                                   _mm512_mul_ps(z_, FASTRNN_V16_LD(h_prev + u)));
+        FASTRNN_V16_ST(h_out + u, h);
         if (training) {
-            _mm512_storeu_ps(pre + u, r_);
-            _mm512_storeu_ps(pre + H + u, z_);
-            _mm512_storeu_ps(pre + 2 * H + u, n_);
-            _mm512_storeu_ps(hn + u, a);
+            FASTRNN_V16_ST(pre + u, r_);
+            FASTRNN_V16_ST(pre + H + u, z_);
+            FASTRNN_V16_ST(pre + 2 * H + u, n_);
+            FASTRNN_V16_ST(hn + u, a);
         }
     })
     return j;
@@ -145,11 +159,11 @@ FASTRNN_V16 ptrdiff_t fastrnn_rnn_row16(float* pre, float* h_out, ptrdiff_t j0,
     if (activation == 1)
         return j0;
     FASTRNN_V16_LOOP(j, j0, j1, {
-        __m512 v = _mm512_loadu_ps(pre + u);
+        __m512 v = FASTRNN_V16_LD(pre + u);
         __m512 h = activation == 0 ? fastrnn_tanh16(v) : fastrnn_sigmoid16(v);
-        _mm512_storeu_ps(h_out + u, h);
+        FASTRNN_V16_ST(h_out + u, h);
         if (training)
-            _mm512_storeu_ps(pre + u, h);
+            FASTRNN_V16_ST(pre + u, h);
     })
     return j;
 }
@@ -161,23 +175,23 @@ FASTRNN_V16 ptrdiff_t fastrnn_lstm_grad_row16(float* d, const float* c, const fl
                                               const int has_dy) {
     const __m512 one = _mm512_set1_ps(1.0f);
     FASTRNN_V16_LOOP(j, j0, j1, {
-        __m512 i_ = _mm512_loadu_ps(d + u), f_ = _mm512_loadu_ps(d + H + u);
-        __m512 g_ = _mm512_loadu_ps(d + 2 * H + u), o_ = _mm512_loadu_ps(d + 3 * H + u);
-        __m512 tc = fastrnn_tanh16(_mm512_loadu_ps(c + u));
-        __m512 dh = _mm512_loadu_ps(dh_in + u);
+        __m512 i_ = FASTRNN_V16_LD(d + u), f_ = FASTRNN_V16_LD(d + H + u);
+        __m512 g_ = FASTRNN_V16_LD(d + 2 * H + u), o_ = FASTRNN_V16_LD(d + 3 * H + u);
+        __m512 tc = fastrnn_tanh16(FASTRNN_V16_LD(c + u));
+        __m512 dh = FASTRNN_V16_LD(dh_in + u);
         if (has_dy)
-            dh = _mm512_add_ps(dh, _mm512_loadu_ps(dy + u));
+            dh = _mm512_add_ps(dh, FASTRNN_V16_LD(dy + u));
         __m512 dcv = _mm512_fmadd_ps(_mm512_mul_ps(dh, o_), _mm512_fnmadd_ps(tc, tc, one),
-                                     _mm512_loadu_ps(dc + u));
-        _mm512_storeu_ps(dc + u, _mm512_mul_ps(dcv, f_));
-        _mm512_storeu_ps(d + u, _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(dcv, g_), i_),
+                                     FASTRNN_V16_LD(dc + u));
+        FASTRNN_V16_ST(dc + u, _mm512_mul_ps(dcv, f_));
+        FASTRNN_V16_ST(d + u, _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(dcv, g_), i_),
                                               _mm512_sub_ps(one, i_)));
-        _mm512_storeu_ps(d + H + u,
-                         _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(dcv, _mm512_loadu_ps(c_prev + u)),
+        FASTRNN_V16_ST(d + H + u,
+                         _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(dcv, FASTRNN_V16_LD(c_prev + u)),
                                                      f_), _mm512_sub_ps(one, f_)));
-        _mm512_storeu_ps(d + 2 * H + u,
+        FASTRNN_V16_ST(d + 2 * H + u,
                          _mm512_mul_ps(_mm512_mul_ps(dcv, i_), _mm512_fnmadd_ps(g_, g_, one)));
-        _mm512_storeu_ps(d + 3 * H + u, _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(dh, tc), o_),
+        FASTRNN_V16_ST(d + 3 * H + u, _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(dh, tc), o_),
                                                       _mm512_sub_ps(one, o_)));
     })
     return j;
