@@ -81,7 +81,7 @@ cdef void _forward_body(
     # The thread's rows [r0, r1) and, at each step, its active ones [m0, m1); the
     # units it steps, [k0, k1) (all of them when the team splits the batch); its
     # units of the input projection are [j0, j1) either way.
-    cdef Py_ssize_t r0 = 0, r1 = B, m0, m1, k0, k1
+    cdef Py_ssize_t r0 = 0, r1 = B, m0, m1, k0, k1, q0, q1
     cdef floating* h_cur = work
     cdef floating* h_next = work + B * H
     cdef floating* h_swap
@@ -111,10 +111,12 @@ cdef void _forward_body(
     hk = j1 - j0
     k0, k1 = j0, j1
     if by_batch:
-        # Every thread reads every column: the threads pack whole gates of them.
-        for g in range(3 * tid // nt, 3 * (tid + 1) // nt):
-            pack_weights(w_hh + g * H * H, True, H, 1, H, 0, H,
-                         packed + g * gate_packed_size(packed, H, H))
+        # Every thread reads every column: the threads pack shares of them, W_hr and
+        # W_hz as one block of 2H columns (C's rows hold r and z side by side), so
+        # that only its last group may be padded.
+        split_units(2 * H, tid, nt, &q0, &q1)
+        pack_weights(w_hh, True, H, 1, 2 * H, q0, q1, packed_rz)
+        pack_weights(w_hh + 2 * H * H, True, H, 1, H, j0, j1, packed_n)
         split_batch(T, B, batch_sizes, tid, nt, &r0, &r1)
         k0, k1 = 0, H
     elif not rows_hh:
@@ -149,8 +151,12 @@ cdef void _forward_body(
             m1 = max(m0, min(r1, bs))
             xp_row = xp + (row if training else row - base) * G
             finish = rows_finishing_from(T, B, batch_sizes, t, up, bs)
-            recurrent_gemm(rows_hh, m1 - m0, H, h_cur + m0 * H, H, w_hh, packed_rz, 2, H,
-                           k0, k1, xp_row + m0 * G, G, True)
+            if by_batch:
+                recurrent_gemm(False, m1 - m0, H, h_cur + m0 * H, H, w_hh, packed_rz, 1,
+                               2 * H, 0, 2 * H, xp_row + m0 * G, G, True)
+            else:
+                recurrent_gemm(rows_hh, m1 - m0, H, h_cur + m0 * H, H, w_hh, packed_rz, 2,
+                               H, k0, k1, xp_row + m0 * G, G, True)
             if reset_after:
                 hn_t = hns + row * H if training else hn_scratch
                 recurrent_gemm(rows_hh, m1 - m0, H, h_cur + m0 * H, H, w_hh + 2 * H * H,
