@@ -126,7 +126,9 @@ def test_long_sequence(cell, dtype, rng):
 def test_input_projection_panels(cell, dtype, rng):
     """One chunk of steps projects its inputs on W_ih packed a panel (two groups of
     columns) at a time: units that span several panels and end in a partial group, on
-    one thread and on two (inference; training projects every step as one chunk)."""
+    one thread and on two (the second thread's 38 units: two whole groups a gate, the
+    gates' tails of 6 sharing groups that span gates); inference, training projects
+    every step as one chunk."""
     for threads in (1, 2):
         with fastrnn.thread_limit(threads):
             compare(cell, dtype, rng, T=9, B=3, I=37, H=70)
