@@ -96,8 +96,8 @@ cdef void _forward_body(
     # fold in, b_hn must stay inside r * (...).
     cdef floating* bias = (NULL if b_ih == NULL and b_hh == NULL else
                            work + gru_workspace_size(T, B, H, training) - G)
-    # Packed W_hr, W_hz (the thread's r and z columns) and W_hn, or NULL; W_hn where
-    # a team splitting the batch packs it, as the third of three whole gates.
+    # Packed W_hr, W_hz (the thread's r and z columns; all of them as one block of 2H
+    # where the team splits the batch) and W_hn after room for two whole gates, or NULL.
     cdef floating* packed_rz = packed
     cdef floating* packed_n = (packed + 2 * gate_packed_size(packed, H, H)
                                if packed != NULL else NULL)

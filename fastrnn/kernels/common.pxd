@@ -669,9 +669,9 @@ cdef inline void pack_weights(const floating* w, bint by_rows, Py_ssize_t K,
 
 cdef inline Py_ssize_t gate_packed_size(const floating* like, Py_ssize_t H,
                                        Py_ssize_t K) noexcept nogil:
-    """Elements of one gate of H columns, depth K, where a thread owns every unit
-    (the team splits the batch, each thread packing whole gates): gate g starts g
-    times this far in.  It depends on the dtype: float64 groups may be narrower than
+    """Elements of one gate of H columns, depth K, packed whole (its last group
+    padded): room for the gates packed before another's weights (the GRU's W_hn after
+    W_hr and W_hz).  It depends on the dtype: float64 groups may be narrower than
     FASTRNN_GROUP, the unit the threads split by."""
     if floating is float:
         return fastrnn_gate_packed_size_f32(H, K)
