@@ -408,6 +408,10 @@ static void fastrnn_pack_groups_##SUF(const T* w, ptrdiff_t rs_k, ptrdiff_t cs_n
             memset(dst, 0, (size_t)Kw * G * sizeof(T));                                \
         if (cs_n != 1 && rs_k == 1 && width == G) {                                    \
             fastrnn_pack_rows_##SUF(src, cs_n, Kw, dst);                               \
+        } else if (cs_n == 1 && width == G) {                                          \
+            /* A whole group's row is one vector: a fixed-size copy. */               \
+            for (ptrdiff_t k = 0; k < Kw; k++)                                         \
+                memcpy(dst + k * G, src + k * rs_k, FASTRNN_GROUP_##SUF * sizeof(T));  \
         } else if (cs_n == 1) {                                                        \
             for (ptrdiff_t k = 0; k < Kw; k++)                                         \
                 for (ptrdiff_t e = 0; e < width; e++)                                  \
