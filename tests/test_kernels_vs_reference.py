@@ -217,7 +217,10 @@ def test_single_row_steps_on_unpacked_weights(cell, dtype, rng):
     groups, the last share's gate rows short of a block of 8 for the gemv's tail),
     long enough that a bigger batch would pack them; a second layer, both walks
     (two threads each in training, four each in inference), initial states, and
-    forward_train's walk too."""
+    forward_train's walk too.  Rows of 204 and 236 elements (at least _gemv_rows.h's
+    FASTRNN_ROW_WALK_MIN_K: read row after row) end, past their runs of four
+    vectors, in none or two more whole vectors (float32 under AVX-512; one each in
+    float64) and a masked part of one; rows of 7 and 3 are walked side by side."""
     from fastrnn.kernels import lstm
     from fastrnn._config import kernel_threads
     assert lstm.steps_on_rows(1) and not lstm.steps_on_rows(2)
@@ -225,7 +228,7 @@ def test_single_row_steps_on_unpacked_weights(cell, dtype, rng):
     with fastrnn.thread_limit(4):
         compare(cell, dtype, rng, T=40, B=1, I=7, H=204, num_layers=2, bidirectional=True,
                 with_hx=True)
-        compare(cell, dtype, rng, T=33, B=1, I=3, H=204, batch_first=True)
+        compare(cell, dtype, rng, T=33, B=1, I=3, H=236, batch_first=True)
 
 
 @pytest.mark.parametrize("cell", cell_params())
