@@ -85,6 +85,20 @@ def test_packed_gemm_matches_numpy(problem):
     _check_packed(**problem)
 
 
+@pytest.mark.parametrize("M", [2, 3, 4, 5, 6])
+def test_packed_gemm_of_few_rows_on_weights_from_l3(M):
+    """3-5 rows on more packed weights than FASTRNN_STREAM_BYTES (2.5 MB; here 3.1 MB
+    in AVX2's groups of 8, 6.2 MB in AVX-512's of 16) run on
+    the tiles that prefetch (_packed_gemm.h), the last units of the four gates sharing
+    groups that span gates; 2 and 6 rows on the others, as a check of the bar."""
+    group = _blas.packed_group()
+    H = group * 7 + group // 2
+    for accumulate, with_bias in [(True, False), (False, True)]:
+        _check_packed(M=M, K=3400, n_gates=4, H=H, j0=0, j1=H, by_rows=True,
+                      accumulate=accumulate, dtype=np.float32, seed=M,
+                      with_bias=with_bias)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("by_rows", [True, False])
 def test_packed_gemm_several_passes_over_a(dtype, by_rows):

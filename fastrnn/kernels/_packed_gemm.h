@@ -180,6 +180,9 @@ FASTRNN_PG_TILE_ATTR static void NAME##_##SUF##_##MR##_##NG(                    
             V b[NG];                                                                   \
             FASTRNN_UNROLL for (int g = 0; g < NG; g++) {                              \
                 memcpy(&b[g], bp + (g * K + k + u) * FASTRNN_GROUP_##SUF, sizeof(V));  \
+                if (NAME##_PREFETCH)            /* one line ahead per group and k */   \
+                    __builtin_prefetch((const char*)(bp + (g * K + k + u)              \
+                                       * FASTRNN_GROUP_##SUF) + FASTRNN_STREAM_AHEAD, 0, 3); \
                 if (MR > 1)                                                            \
                     FASTRNN_IN_REGISTER_##SUF(b[g]);                                   \
             }                                                                          \
@@ -300,24 +303,32 @@ static void fastrnn_pack_rows_f64(const double* src, ptrdiff_t ld, ptrdiff_t K,
     FASTRNN_DEFINE_TILE(NAME, f32, float, fastrnn_group_f32, 8, 2, 1, MS, KS)          \
     FASTRNN_DEFINE_TILE(NAME, f32, float, fastrnn_group_f32, 8, 1, 2, MS, KS)          \
     FASTRNN_DEFINE_TILE(NAME, f32, float, fastrnn_group_f32, 7, 2, 1, MS, KS)          \
-    FASTRNN_DEFINE_TILE(NAME, f32, float, fastrnn_group_f32, 7, 1, 2, MS, KS)          \
+    FASTRNN_DEFINE_TILE(NAME, f32, float, fastrnn_group_f32, 7, 1, 2, MS, KS)
+#define FASTRNN_WIDE_TILES_f32(NAME, MS, KS)                                           \
     FASTRNN_DEFINE_TILE(NAME, f32, float, fastrnn_group_f32, 5, 4, 1, MS, KS)          \
     FASTRNN_DEFINE_TILE(NAME, f32, float, fastrnn_group_f32, 4, 4, 1, MS, KS)
 #define FASTRNN_TALL_CASES_f32(NAME)                                                   \
     FASTRNN_PG_CASE(NAME, f32, 8, 2) FASTRNN_PG_CASE(NAME, f32, 8, 1)                  \
-    FASTRNN_PG_CASE(NAME, f32, 7, 2) FASTRNN_PG_CASE(NAME, f32, 7, 1)                  \
+    FASTRNN_PG_CASE(NAME, f32, 7, 2) FASTRNN_PG_CASE(NAME, f32, 7, 1)
+#define FASTRNN_WIDE_CASES_f32(NAME)                                                   \
     FASTRNN_PG_CASE(NAME, f32, 5, 4) FASTRNN_PG_CASE(NAME, f32, 4, 4)
 #else
 #define FASTRNN_MR_f32 6
 #define FASTRNN_WIDE_ROWS_MIN_f32 1          /* none: 16 accumulators would spill */
 #define FASTRNN_WIDE_ROWS_MAX_f32 0
 #define FASTRNN_TALL_TILES_f32(NAME, MS, KS)
+#define FASTRNN_WIDE_TILES_f32(NAME, MS, KS)
 #define FASTRNN_TALL_CASES_f32(NAME)
+#define FASTRNN_WIDE_CASES_f32(NAME)
 #endif
 #define FASTRNN_DEFINE_TILES_f32(NAME, MS, KS)                                         \
     FASTRNN_TALL_TILES_f32(NAME, MS, KS)                                               \
     FASTRNN_DEFINE_TILE(NAME, f32, float, fastrnn_group_f32, 6, 2, 1, MS, KS)          \
     FASTRNN_DEFINE_TILE(NAME, f32, float, fastrnn_group_f32, 6, 1, 2, MS, KS)          \
+    FASTRNN_SMALL_TILES_f32(NAME, MS, KS)
+/* Products of at most FASTRNN_STREAM_ROWS rows: wide tiles and tiles of 1-5 rows. */
+#define FASTRNN_SMALL_TILES_f32(NAME, MS, KS)                                          \
+    FASTRNN_WIDE_TILES_f32(NAME, MS, KS)                                               \
     FASTRNN_DEFINE_TILE(NAME, f32, float, fastrnn_group_f32, 5, 2, 1, MS, KS)          \
     FASTRNN_DEFINE_TILE(NAME, f32, float, fastrnn_group_f32, 5, 1, 2, MS, KS)          \
     FASTRNN_DEFINE_TILE(NAME, f32, float, fastrnn_group_f32, 4, 2, 1, MS, KS)          \
@@ -352,13 +363,22 @@ FASTRNN_DISPATCH_SIGNATURE(DISPATCH, f32, float) {                              
     switch (mr * 8 + ng) {                                                             \
         FASTRNN_TALL_CASES_f32(NAME)                                                   \
         FASTRNN_PG_CASE(NAME, f32, 6, 2) FASTRNN_PG_CASE(NAME, f32, 6, 1)              \
+        FASTRNN_SMALL_CASES_f32(NAME)                                                  \
+    }                                                                                  \
+}
+#define FASTRNN_DEFINE_SMALL_DISPATCH_f32(DISPATCH, NAME)                              \
+FASTRNN_DISPATCH_SIGNATURE(DISPATCH, f32, float) {                                     \
+    switch (mr * 8 + ng) {                                                             \
+        FASTRNN_SMALL_CASES_f32(NAME)                                                  \
+    }                                                                                  \
+}
+#define FASTRNN_SMALL_CASES_f32(NAME)                                                  \
+        FASTRNN_WIDE_CASES_f32(NAME)                                                   \
         FASTRNN_PG_CASE(NAME, f32, 5, 2) FASTRNN_PG_CASE(NAME, f32, 5, 1)              \
         FASTRNN_PG_CASE(NAME, f32, 4, 2) FASTRNN_PG_CASE(NAME, f32, 4, 1)              \
         FASTRNN_PG_CASE(NAME, f32, 3, 2) FASTRNN_PG_CASE(NAME, f32, 3, 1)              \
         FASTRNN_PG_CASE(NAME, f32, 2, 2) FASTRNN_PG_CASE(NAME, f32, 2, 1)              \
-        FASTRNN_PG_CASE(NAME, f32, 1, 2) FASTRNN_PG_CASE(NAME, f32, 1, 1)              \
-    }                                                                                  \
-}
+        FASTRNN_PG_CASE(NAME, f32, 1, 2) FASTRNN_PG_CASE(NAME, f32, 1, 1)
 #define FASTRNN_DEFINE_DISPATCH_f64(DISPATCH, NAME)                                    \
 FASTRNN_DISPATCH_SIGNATURE(DISPATCH, f64, double) {                                    \
     switch (mr * 8 + ng) {                                                             \
@@ -368,12 +388,34 @@ FASTRNN_DISPATCH_SIGNATURE(DISPATCH, f64, double) {                             
     }                                                                                  \
 }
 
+/* A product of a few rows (a step of batch 3-5: FASTRNN_STREAM_ROWS_MIN to _ROWS) on
+   more packed weights than stay in a core's L2 twice over (FASTRNN_STREAM_BYTES) reads
+   them from L3 at every step, its tiles doing too little work on each weight to hide
+   that: those tiles prefetch the weights FASTRNN_STREAM_AHEAD bytes ahead (float32;
+   float64 is the checking dtype).  Measured in one process, the two builds
+   alternating (T = 50, two threads, 2026-11-27): LSTM inference at batch 3, hidden
+   700, input 300 0.95x the time, batch 5 / 700 / 100 0.93-0.94x, batch 4 / 1024
+   0.92-0.96x (input 256: 0.87-0.89x); the GRU at hidden 1024 (its r and z weights,
+   4 MB a thread) 0.98-1.0x.  Where the weights were nearer (LSTM(512) and GRU(512)
+   at batch 3, 1-2 MB a call) prefetching had cost 2-4.5%, at batch 2 (GRU(512))
+   4%, hence the conditions. */
+#define FASTRNN_STREAM_ROWS_MIN 3
+#define FASTRNN_STREAM_ROWS 5
+#define FASTRNN_STREAM_BYTES (5 * 512 * 1024)
+#define FASTRNN_STREAM_AHEAD 4096
 /* The steps' tiles read A(m, k) from row-major rows: a[m * lda + k]. */
+#define fastrnn_pg_tile_PREFETCH 0
 FASTRNN_DEFINE_TILES_f32(fastrnn_pg_tile, lda, 1)
 FASTRNN_DEFINE_TILES_f64(fastrnn_pg_tile, lda, 1)
 FASTRNN_DEFINE_DISPATCH_f32(fastrnn_pg_dispatch, fastrnn_pg_tile)
 FASTRNN_DEFINE_DISPATCH_f64(fastrnn_pg_dispatch, fastrnn_pg_tile)
+#define fastrnn_pgs_tile_PREFETCH 1
+FASTRNN_SMALL_TILES_f32(fastrnn_pgs_tile, lda, 1)
+FASTRNN_DEFINE_SMALL_DISPATCH_f32(fastrnn_pgs_dispatch, fastrnn_pgs_tile)
+#define FASTRNN_STREAM_DISPATCH_f32 fastrnn_pgs_dispatch_f32
+#define FASTRNN_STREAM_DISPATCH_f64 fastrnn_pg_dispatch_f64
 /* A weight gradient's tiles read A = d^T from the rows of d: A(m, k) = a[k * lda + m]. */
+#define fastrnn_wg_tile_PREFETCH 0
 FASTRNN_DEFINE_TILES_f32(fastrnn_wg_tile, 1, lda)
 FASTRNN_DEFINE_TILES_f64(fastrnn_wg_tile, 1, lda)
 FASTRNN_DEFINE_DISPATCH_f32(fastrnn_wg_dispatch, fastrnn_wg_tile)
@@ -480,6 +522,9 @@ static void fastrnn_gemm_groups_##SUF(ptrdiff_t M, ptrdiff_t K, const T* a,     
         ptrdiff_t tail = (m_end - m_pass) % MR_MAX;                                    \
         int ng_max = tail >= FASTRNN_WIDE_ROWS_MIN_##SUF                               \
                      && tail <= FASTRNN_WIDE_ROWS_MAX_##SUF ? 4 : 2;                   \
+        int stream = m_end - m_pass <= FASTRNN_STREAM_ROWS                             \
+            && m_end - m_pass >= FASTRNN_STREAM_ROWS_MIN                               \
+            && (size_t)((qb - qa) * K * G) * sizeof(T) > FASTRNN_STREAM_BYTES;         \
         for (ptrdiff_t q = qa, ng = 0; q < qb; q += ng) {                              \
             const T* bp = bp0 + (q - qa) * K * G;                                      \
             ptrdiff_t col[4];                                                          \
@@ -502,8 +547,9 @@ static void fastrnn_gemm_groups_##SUF(ptrdiff_t M, ptrdiff_t K, const T* a,     
                                                       &c2, &w2) ? 2 : 1;               \
                 for (ptrdiff_t m = m_pass; m < m_end; m += MR_MAX) {                   \
                     int mr = (int)(m_end - m < MR_MAX ? m_end - m : MR_MAX);           \
-                    fastrnn_pg_dispatch_##SUF(mr, (int)ng, K, a + m * lda, lda, bp,    \
-                                              scratch, 2 * G, NULL, 0, scol, swidth);  \
+                    (stream ? FASTRNN_STREAM_DISPATCH_##SUF : fastrnn_pg_dispatch_##SUF)( \
+                        mr, (int)ng, K, a + m * lda, lda, bp, scratch, 2 * G, NULL, 0, \
+                        scol, swidth);                                                 \
                     for (int g = 0; g < ng; g++)                                       \
                         for (ptrdiff_t e = 0; e < G; e++) {                            \
                             ptrdiff_t ce = fastrnn_lane_column(&s, q + g, e, n_gates,  \
@@ -527,8 +573,12 @@ static void fastrnn_gemm_groups_##SUF(ptrdiff_t M, ptrdiff_t K, const T* a,     
                     fastrnn_pg_dispatch_##SUF(mr, 2, K, am, lda, bp + 2 * K * G, cm,   \
                                               ldc, im, ld_init, col + 2, width + 2);   \
                 } else {                                                               \
-                    fastrnn_pg_dispatch_##SUF(mr, (int)ng, K, am, lda, bp, cm, ldc, im, \
-                                              ld_init, col, width);                    \
+                    if (stream)                                                        \
+                        FASTRNN_STREAM_DISPATCH_##SUF(mr, (int)ng, K, am, lda, bp, cm, \
+                                                      ldc, im, ld_init, col, width);   \
+                    else                                                               \
+                        fastrnn_pg_dispatch_##SUF(mr, (int)ng, K, am, lda, bp, cm, ldc, \
+                                                  im, ld_init, col, width);            \
                 }                                                                      \
             }                                                                          \
         }                                                                              \
