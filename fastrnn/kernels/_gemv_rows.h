@@ -60,35 +60,42 @@ typedef fastrnn_v4d fastrnn_dot_f64;
 #define FASTRNN_DOT_LANES_f32 ((ptrdiff_t)(sizeof(fastrnn_dot_f32) / sizeof(float)))
 #define FASTRNN_DOT_LANES_f64 ((ptrdiff_t)(sizeof(fastrnn_dot_f64) / sizeof(double)))
 
-/* The first n (< lanes) elements at p, the other lanes zero. */
+/* The first n (< lanes) elements at p, the other lanes zero: one masked load where the
+   ISA has one, else element by element. */
+#define FASTRNN_DOT_FROM(SUF, v)                                                        \
+    do {                                                                                \
+        fastrnn_dot_##SUF r_;                                                           \
+        memcpy(&r_, &(v), sizeof(r_));                                                  \
+        return r_;                                                                      \
+    } while (0)
+#define FASTRNN_DOT_ELEMENTS(SUF)                                                       \
+    do {                                                                                \
+        fastrnn_dot_##SUF r_ = {0};                                                     \
+        for (ptrdiff_t e = 0; e < n; e++)                                               \
+            r_[e] = p[e];                                                               \
+        return r_;                                                                      \
+    } while (0)
 static inline fastrnn_dot_f32 fastrnn_dot_tail_f32(const float* p, ptrdiff_t n) {
 #if defined(__AVX512F__)
     __m512 v = _mm512_maskz_loadu_ps((__mmask16)((1u << n) - 1u), p);
+    FASTRNN_DOT_FROM(f32, v);
 #elif defined(__AVX2__)
     static const int ramp[8] = {0, 1, 2, 3, 4, 5, 6, 7};
     __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n),
                                       _mm256_loadu_si256((const __m256i*)ramp));
     __m256 v = _mm256_maskload_ps(p, mask);
+    FASTRNN_DOT_FROM(f32, v);
 #else
-    fastrnn_dot_f32 v = {0};
-    for (ptrdiff_t e = 0; e < n; e++)
-        v[e] = p[e];
+    FASTRNN_DOT_ELEMENTS(f32);
 #endif
-    fastrnn_dot_f32 r;
-    memcpy(&r, &v, sizeof(r));
-    return r;
 }
 static inline fastrnn_dot_f64 fastrnn_dot_tail_f64(const double* p, ptrdiff_t n) {
 #if defined(__AVX512F__)
     __m512d v = _mm512_maskz_loadu_pd((__mmask8)((1u << n) - 1u), p);
+    FASTRNN_DOT_FROM(f64, v);
 #else
-    fastrnn_dot_f64 v = {0};
-    for (ptrdiff_t e = 0; e < n; e++)
-        v[e] = p[e];
+    FASTRNN_DOT_ELEMENTS(f64);
 #endif
-    fastrnn_dot_f64 r;
-    memcpy(&r, &v, sizeof(r));
-    return r;
 }
 
 /* A full vector's lanes summed in pairs down to the tree's width (in registers: a
@@ -147,6 +154,34 @@ static inline HV fastrnn_row_dot_##SUF(const T* w, const T* v, ptrdiff_t K) {   
 FASTRNN_DEFINE_ROW_DOT(f32, float, fastrnn_v8f)
 FASTRNN_DEFINE_ROW_DOT(f64, double, fastrnn_v4d)
 
+/* A block's n (<= ROWS) sums s to yb[e] (plus bias[r + e] when not NULL, plus what yb
+   held with accumulate): a full block in one vector. */
+#define FASTRNN_DEFINE_GEMV_STORE(SUF, T, HV, ROWS)                                     \
+static inline void fastrnn_gemv_store_##SUF(HV s, int n, const T* bias, ptrdiff_t r,   \
+                                            T* yb, int accumulate) {                   \
+    HV c;                                                                              \
+    if (n < ROWS) {                                                                    \
+        for (int e = 0; e < n; e++) {                                                  \
+            T o = s[e];                                                                \
+            if (bias != NULL)                                                          \
+                o += bias[r + e];                                                      \
+            yb[e] = accumulate ? yb[e] + o : o;                                        \
+        }                                                                              \
+        return;                                                                        \
+    }                                                                                  \
+    if (bias != NULL) {                                                                \
+        memcpy(&c, bias + r, sizeof(HV));                                              \
+        s += c;                                                                        \
+    }                                                                                  \
+    if (accumulate) {                                                                  \
+        memcpy(&c, yb, sizeof(HV));                                                    \
+        s += c;                                                                        \
+    }                                                                                  \
+    memcpy(yb, &s, sizeof(HV));                                                        \
+}
+FASTRNN_DEFINE_GEMV_STORE(f32, float, fastrnn_v8f, 8)
+FASTRNN_DEFINE_GEMV_STORE(f64, double, fastrnn_v4d, 4)
+
 #define FASTRNN_DEFINE_GEMV_ROWS(SUF, T, HV, ROWS, SUM_LANES)                           \
 /* The rows walked one after another (K >= FASTRNN_ROW_WALK_MIN_K). */                \
 FASTRNN_GEMV_ATTR void fastrnn_gemv_row_walk_##SUF(                                    \
@@ -155,30 +190,12 @@ FASTRNN_GEMV_ATTR void fastrnn_gemv_row_walk_##SUF(                             
     for (ptrdiff_t r = r0; r < r1; r += ROWS) {                                        \
         int n = r1 - r < ROWS ? (int)(r1 - r) : ROWS;                                  \
         for (ptrdiff_t b = 0; b < nv; b++) {                                           \
-            HV part[ROWS], s, c;                                                       \
+            HV part[ROWS], s;                                                          \
             for (int e = 0; e < ROWS; e++)                                             \
                 part[e] = e < n ? fastrnn_row_dot_##SUF(w + (r + e) * ldw, v + b * ldv, K) \
                                 : (HV){0};                                             \
             s = SUM_LANES(part);                                                       \
-            T* yb = y + b * ldy + r;                                                   \
-            if (n < ROWS) {                                                            \
-                for (int e = 0; e < n; e++) {                                          \
-                    T o = s[e];                                                        \
-                    if (bias != NULL)                                                  \
-                        o += bias[r + e];                                              \
-                    yb[e] = accumulate ? yb[e] + o : o;                                \
-                }                                                                      \
-                continue;                                                              \
-            }                                                                          \
-            if (bias != NULL) {                                                        \
-                memcpy(&c, bias + r, sizeof(HV));                                      \
-                s += c;                                                                \
-            }                                                                          \
-            if (accumulate) {                                                          \
-                memcpy(&c, yb, sizeof(HV));                                            \
-                s += c;                                                                \
-            }                                                                          \
-            memcpy(yb, &s, sizeof(HV));                                                \
+            fastrnn_gemv_store_##SUF(s, n, bias, r, y + b * ldy + r, accumulate);      \
         }                                                                              \
     }                                                                                  \
 }                                                                                      \
@@ -218,15 +235,7 @@ static void fastrnn_gemv_rows_##SUF(const T* w, ptrdiff_t ldw, ptrdiff_t K,     
             for (ptrdiff_t k = kv; k < K; k++)                                         \
                 for (int e = 0; e < ROWS; e++)                                         \
                     s[e] += wr[e * ldw + k] * vb[k];                                   \
-            if (bias != NULL) {                                                        \
-                memcpy(&c, bias + r, sizeof(HV));                                      \
-                s += c;                                                                \
-            }                                                                          \
-            if (accumulate) {                                                          \
-                memcpy(&c, yb, sizeof(HV));                                            \
-                s += c;                                                                \
-            }                                                                          \
-            memcpy(yb, &s, sizeof(HV));                                                \
+            fastrnn_gemv_store_##SUF(s, ROWS, bias, r, yb, accumulate);                \
         }                                                                              \
     }                                                                                  \
     for (; r < r1; r++) {                     /* the rows short of a whole block */     \
