@@ -1,0 +1,101 @@
+"""Two builds of fastrnn's kernels, alternating in one process: is a change faster?
+
+On a shared machine two processes timed one after the other can land in different
+stretches of the host's load (10-30% apart); two builds whose calls alternate every
+50 ms inside one process see the same stretches.  This imports fastrnn from this tree
+(build A) and loads build B's compiled kernel modules (``fastrnn/kernels/{lstm,gru,
+rnn}*.so`` of another checkout, built with ``python setup.py build_ext --inplace``)
+beside them, then runs the same layer on A's and on B's kernels in alternating blocks,
+after checking that both give the same output.  Only the kernel modules are B's: the
+Python layers, and anything the kernels cimport from ``fastrnn.kernels.blas``, are A's.
+
+    git worktree add /tmp/old HEAD~1 && (cd /tmp/old && python setup.py build_ext --inplace)
+    python bench/ab_builds.py /tmp/old LSTM 1x512x512,24x200x100 --rounds 10
+
+prints, per shape (batch x hidden x input, T = 50), A's and B's best time and B / A,
+the best and the median of the rounds' pairs (below 1: B is faster).  A build against
+itself reads 1.00-1.02.
+"""
+import argparse
+import glob
+import importlib.util
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+
+import fastrnn
+import fastrnn._backends as backends
+
+KERNELS = ("gru", "lstm", "rnn")
+
+
+def load_kernels(root):
+    """Build ``root``'s kernel modules, loaded without replacing this tree's."""
+    modules = {}
+    for name in KERNELS:
+        paths = glob.glob(os.path.join(root, "fastrnn", "kernels", f"{name}.*.so"))
+        if not paths:
+            raise SystemExit(f"no built fastrnn/kernels/{name} module under {root}")
+        qualified = f"fastrnn.kernels.{name}"
+        spec = importlib.util.spec_from_file_location(qualified, paths[0])
+        module = importlib.util.module_from_spec(spec)
+        ours = sys.modules.get(qualified)
+        spec.loader.exec_module(module)
+        sys.modules[qualified] = ours       # this tree's module stays the imported one
+        modules[name] = module
+    return modules
+
+
+def use(modules):
+    backends._gru, backends._lstm, backends._rnn = (modules[n] for n in KERNELS)
+
+
+def best_of(call, seconds):
+    call()
+    best = float("inf")
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        t = time.perf_counter()
+        call()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("other", help="checkout whose built kernels are build B")
+    ap.add_argument("cell", choices=["LSTM", "GRU", "RNN"])
+    ap.add_argument("shapes", help="BxHxI,... (batch x hidden x input)")
+    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--steps", type=int, default=50)
+    args = ap.parse_args()
+    build_a = {n: getattr(backends, "_" + n) for n in KERNELS}
+    build_b = load_kernels(args.other)
+    for shape in args.shapes.split(","):
+        batch, hidden, inputs = map(int, shape.split("x"))
+        layer = getattr(fastrnn, args.cell)(inputs, hidden, seed=0)
+        x = np.random.default_rng(0).standard_normal(
+            (args.steps, batch, inputs)).astype(np.float32)
+        use(build_a)
+        y_a = layer(x)[0]
+        use(build_b)
+        y_b = layer(x)[0]
+        np.testing.assert_allclose(y_b, y_a, rtol=1e-4, atol=1e-5)
+        times = {"a": [], "b": []}
+        for r in range(args.rounds):
+            order = (("a", build_a), ("b", build_b))
+            for key, build in order if r % 2 == 0 else order[::-1]:
+                use(build)
+                times[key].append(best_of(lambda: layer(x), 0.05))
+        use(build_a)
+        a, b = min(times["a"]), min(times["b"])
+        median = statistics.median(tb / ta for ta, tb in zip(times["a"], times["b"]))
+        print(f"{shape:>14}: A {a * 1e3:8.3f} ms  B {b * 1e3:8.3f} ms  "
+              f"B/A best {b / a:.3f}  median {median:.3f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
