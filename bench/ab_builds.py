@@ -11,6 +11,7 @@ Python layers, and anything the kernels cimport from ``fastrnn.kernels.blas``, a
 
     git worktree add /tmp/old HEAD~1 && (cd /tmp/old && python setup.py build_ext --inplace)
     python bench/ab_builds.py /tmp/old LSTM 1x512x512,24x200x100 --rounds 10
+    python bench/ab_builds.py /tmp/old LSTM 32x512x512 --train   # forward_train + backward
 
 prints, per shape (batch x hidden x input, T = 50), A's and B's best time and B / A,
 the best and the median of the rounds' pairs (below 1: B is faster).  A build against
@@ -71,6 +72,8 @@ def main():
     ap.add_argument("shapes", help="BxHxI,... (batch x hidden x input)")
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--train", action="store_true",
+                    help="time forward_train + backward instead of inference")
     args = ap.parse_args()
     build_a = {n: getattr(backends, "_" + n) for n in KERNELS}
     build_b = load_kernels(args.other)
@@ -79,17 +82,25 @@ def main():
         layer = getattr(fastrnn, args.cell)(inputs, hidden, seed=0)
         x = np.random.default_rng(0).standard_normal(
             (args.steps, batch, inputs)).astype(np.float32)
+        dy = np.ones((args.steps, batch, hidden), np.float32)
+
+        def run():
+            if not args.train:
+                return layer(x)[0]
+            y, _, cache = layer.forward_train(x)
+            dx = layer.backward(cache, dy)[0]
+            return np.concatenate([y.ravel(), dx.ravel()])
         use(build_a)
-        y_a = layer(x)[0]
+        y_a = run()
         use(build_b)
-        y_b = layer(x)[0]
-        np.testing.assert_allclose(y_b, y_a, rtol=1e-4, atol=1e-5)
+        y_b = run()
+        np.testing.assert_allclose(y_b, y_a, rtol=1e-4, atol=1e-4)
         times = {"a": [], "b": []}
         for r in range(args.rounds):
             order = (("a", build_a), ("b", build_b))
             for key, build in order if r % 2 == 0 else order[::-1]:
                 use(build)
-                times[key].append(best_of(lambda: layer(x), 0.05))
+                times[key].append(best_of(run, 0.05))
         use(build_a)
         a, b = min(times["a"]), min(times["b"])
         median = statistics.median(tb / ta for ta, tb in zip(times["a"], times["b"]))
