@@ -22,6 +22,7 @@ import tracemalloc
 import numpy as np
 
 import fastrnn
+from fastrnn import _threads
 
 CELLS = {"RNN": 1, "LSTM": 4, "GRU": 3}
 DEFAULT_GRID = dict(cells=("LSTM", "GRU", "RNN"), modes=("inference", "training"),
@@ -89,6 +90,14 @@ def packed_gemm_gflops(threads, size=1024, repeats=5, calls=3):
     best = min(blas.packed_gemm_seconds(a, w, c, threads, calls) / calls
                for _ in range(repeats))
     return 2.0 * size ** 3 / best / 1e9
+
+
+def round_trip_ns(threads, rounds=2000):
+    """The cross-core round trip of a cache line between two of fastrnn's threads
+    (``fastrnn._threads.core_round_trip_ns``), or None on one thread: every barrier
+    of a team pays it, so the calls of small steps on two threads slow down when it
+    grows (README, "How the cost grows")."""
+    return _threads.core_round_trip_ns(rounds) if threads > 1 else None
 
 
 def ceilings(threads):
@@ -210,6 +219,7 @@ def run(grid, threads=None, min_time=0.05, repeats=3, reference_max_flops=2e9,
     threads = threads or fastrnn.get_num_threads()
     fastrnn.set_num_threads(threads)
     ceiling = ceilings(threads)
+    trip_start = round_trip_ns(threads)
     peers = _available_peers(threads, reference_max_flops)
     inputs = grid.get("inputs") or (None,)          # None: input = hidden
     configs = [(c, m, b, h, i) for c in grid["cells"] for m in grid["modes"]
@@ -242,6 +252,7 @@ def run(grid, threads=None, min_time=0.05, repeats=3, reference_max_flops=2e9,
                 continue
             fns[peer.name] = fn
         times = {name: [] for name in fns}
+        trip = round_trip_ns(threads)
         # Short calls are the most exposed to a neighbour's burst, and cheap to repeat.
         n_blocks = 2 * repeats if _flops(cell, mode, T, B, I, H) < SHORT_FLOPS else repeats
         # onnxruntime's prepare() ran it once, to check its outputs.
@@ -260,7 +271,8 @@ def run(grid, threads=None, min_time=0.05, repeats=3, reference_max_flops=2e9,
         gflops = flops / best["fastrnn"] / 1e9
         results.append(dict(cell=cell, mode=mode, batch=B, hidden=H, input=I, steps=T,
                             threads=threads, times_s=best, notes=notes,
-                            fastrnn_gflops=gflops, fastrnn_peak_mb=peak / 2 ** 20))
+                            fastrnn_gflops=gflops, fastrnn_peak_mb=peak / 2 ** 20,
+                            round_trip_ns=trip))
         if bar is not None:
             bar.update()
     if bar is not None:
@@ -269,12 +281,18 @@ def run(grid, threads=None, min_time=0.05, repeats=3, reference_max_flops=2e9,
     # a neighbour's burst during the first measurement does not lower them.
     end = ceilings(threads)
     ceiling = {k: max(v, end[k]) for k, v in ceiling.items()}
+    trips = (trip_start, round_trip_ns(threads))
     for r in results:
+        r["run_round_trip_ns"] = trips
         r["sgemm_gflops"] = ceiling["numpy"]
         r["packed_gemm_gflops"] = ceiling["packed"]
         r["ceiling_gflops"] = max(ceiling.values())
     fastrnn.set_num_threads(None)
     return results
+
+
+def _format_trip(ns):
+    return "-" if ns is None else f"{ns:.0f}"
 
 
 def format_table(results):
@@ -284,8 +302,9 @@ def format_table(results):
             if name != "fastrnn" and name not in peers:
                 peers.append(name)
     with_inputs = any(r["input"] != r["hidden"] for r in results)
+    with_trips = any(r.get("round_trip_ns") is not None for r in results)
     head = ["cell", "mode", "B", "H"] + (["I"] if with_inputs else []) + \
-        ["fastrnn ms", "GFLOP/s", "%peak", "peak MB"]
+        ["fastrnn ms", "GFLOP/s", "%peak", "peak MB"] + (["rt ns"] if with_trips else [])
     for p in peers:
         head += [f"{p} ms", "ratio"]
     rows = [head]
@@ -295,7 +314,8 @@ def format_table(results):
             ([str(r["input"])] if with_inputs else []) + [
                f"{t['fastrnn'] * 1e3:.3f}", f"{r['fastrnn_gflops']:.1f}",
                f"{100 * r['fastrnn_gflops'] / r['ceiling_gflops']:.0f}%",
-               f"{r['fastrnn_peak_mb']:.1f}"]
+               f"{r['fastrnn_peak_mb']:.1f}"] + \
+            ([_format_trip(r.get("round_trip_ns"))] if with_trips else [])
         for p in peers:
             if p in t:
                 row += [f"{t[p] * 1e3:.3f}", f"{t['fastrnn'] / t[p]:.2f}"]
@@ -387,6 +407,12 @@ def main(argv=None):
         print(f"GEMM ceiling (float32 1024^3, {threads} threads, best of the run's start "
               f"and end): NumPy SGEMM {r['sgemm_gflops']:.1f} GFLOP/s, fastrnn's packed "
               f"GEMM {r['packed_gemm_gflops']:.1f} GFLOP/s; %peak is against the higher")
+        start, end = r["run_round_trip_ns"]
+        if start is not None:
+            print(f"Cross-core round trip of a cache line between two threads (rt ns, "
+                  f"before each row): {_format_trip(start)} ns at the start, "
+                  f"{_format_trip(end)} at the end; every barrier of a team pays it, "
+                  f"and the small steps on two threads slow down as it grows")
     print(format_table(results))
     scaling = None
     if not args.no_scaling and results:

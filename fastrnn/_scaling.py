@@ -6,7 +6,10 @@
 * time linear in B past small sizes: doubling the batch at most doubles the time;
 * inference memory that does not grow with T: the input projection runs in chunks,
   so what a call allocates beyond its output is the same at T = 50 and T = 3200;
-* more threads never slower than one: the time on the run's threads over one thread's.
+* more threads never slower than one: the time on the run's threads over one thread's,
+  beside the cross-core round trip measured right before (a team's barriers pay it:
+  on a shared host it can grow 4x for minutes, and small steps on two threads then
+  run slower than on one).
 
 Timings are interleaved and quoted by their best block, as the table's are.
 """
@@ -16,6 +19,7 @@ import tracemalloc
 import numpy as np
 
 import fastrnn
+from fastrnn import _threads
 from fastrnn._bench import time_calls
 from fastrnn._scratch import POOL
 
@@ -75,7 +79,8 @@ def memory_beyond_output(cell, B, H, steps=MEMORY_STEPS):
 
 def threads_vs_one(cells, modes, batches, hiddens, threads, T=50, min_time=0.05,
                    repeats=2):
-    """[(cell, mode, B, H, seconds on 1 thread, seconds on ``threads``)]."""
+    """[(cell, mode, B, H, seconds on 1 thread, seconds on ``threads``, the cross-core
+    round trip in ns measured right before, or None)]."""
     saved = fastrnn.get_num_threads()
     rows = []
     try:
@@ -98,9 +103,10 @@ def threads_vs_one(cells, modes, batches, hiddens, threads, T=50, min_time=0.05,
                                 fastrnn.set_num_threads(n)
                                 call()
                             return fn
+                        trip = _threads.core_round_trip_ns(2000)
                         one, many = _interleaved_best([on(1), on(threads)], min_time,
                                                       repeats)
-                        rows.append((cell, mode, B, H, one, many))
+                        rows.append((cell, mode, B, H, one, many, trip))
     finally:
         fastrnn.set_num_threads(saved)
     return rows
@@ -148,11 +154,12 @@ def format_report(s):
     if s["thread_rows"]:
         n = s["threads"]
         lines.append(f"Threads: time on {n} threads / time on 1 (above 1: the team costs "
-                     "more than it gives)")
+                     "more than it gives; rt ns: the cross-core round trip right before)")
         lines.append(f"  {'cell':4s} {'mode':5s} {'B':>3s} {'H':>5s} {'1T ms':>9s} "
-                     f"{f'{n}T ms':>9s} {'ratio':>6s}")
-        for cell, mode, B, H, one, many in s["thread_rows"]:
+                     f"{f'{n}T ms':>9s} {'ratio':>6s} {'rt ns':>6s}")
+        for cell, mode, B, H, one, many, trip in s["thread_rows"]:
             lines.append(f"  {cell:4s} {mode[:5]:5s} {B:3d} {H:5d} {1e3 * one:9.3f} "
-                         f"{1e3 * many:9.3f} {many / one:6.2f}"
+                         f"{1e3 * many:9.3f} {many / one:6.2f} "
+                         + ("     -" if trip is None else f"{trip:6.0f}")
                          + ("  slower" if many > one else ""))
     return "\n".join(lines)

@@ -26,6 +26,9 @@ def test_bench_prints_a_table_and_writes_json(tmp_path, capsys):
         assert r["sgemm_gflops"] > 0 and r["packed_gemm_gflops"] > 0
         assert r["fastrnn_peak_mb"] >= 0
         assert r["ceiling_gflops"] == max(r["sgemm_gflops"], r["packed_gemm_gflops"])
+        # The cross-core round trip before the row, and at the run's start and end.
+        for ns in (r["round_trip_ns"], *r["run_round_trip_ns"]):
+            assert (ns > 0) if r["threads"] > 1 else (ns is None)
         # The reference runs on a grid this small; its outputs matched fastrnn's.
         assert "numpy-ref" in r["times_s"] and "numpy-ref" not in r["notes"]
 
@@ -38,7 +41,8 @@ def test_bench_times_other_input_sizes(tmp_path, capsys):
     args[args.index("--cells") + 1] = "LSTM"
     assert _bench.main(args) == 0
     text = capsys.readouterr().out
-    assert "inputs 3, 5" in text and " I " in text.splitlines()[2]
+    head = next(line for line in text.splitlines() if "fastrnn ms" in line)
+    assert "inputs 3, 5" in text and " I " in head
     rows = json.loads(out.read_text())["results"]
     assert [(r["mode"], r["input"], r["hidden"]) for r in rows] == [
         ("inference", 3, 8), ("inference", 5, 8), ("training", 3, 8), ("training", 5, 8)]

@@ -127,6 +127,25 @@ def test_omp_num_threads_is_respected(omp_num_threads):
     assert int(n) == (int(omp_num_threads) if openmp == "True" else 1)
 
 
+def test_core_round_trip():
+    """Two threads bounce a cache line; one thread (a thread limit of 1, one
+    processor, or no OpenMP) gives None at once instead of waiting for a partner
+    that never comes."""
+    ns = _threads.core_round_trip_ns(500)
+    if _threads.openmp_enabled() and len(os.sched_getaffinity(0)) > 1:
+        assert 1 < ns < 1e6
+    else:
+        assert ns is None
+    with pytest.raises(ValueError, match="rounds"):
+        _threads.core_round_trip_ns(0)
+    env = dict(os.environ, OMP_THREAD_LIMIT="1")
+    code = "import fastrnn._threads as t; print(t.core_round_trip_ns(100))"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, check=True, timeout=60, cwd=os.path.dirname(
+                             os.path.dirname(os.path.abspath(fastrnn.__file__))))
+    assert out.stdout.strip() == "None"
+
+
 @pytest.mark.usefixtures("default_threads")
 def test_threadpool_limits_are_respected():
     threadpoolctl = pytest.importorskip("threadpoolctl")
