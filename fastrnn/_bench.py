@@ -92,12 +92,32 @@ def packed_gemm_gflops(threads, size=1024, repeats=5, calls=3):
     return 2.0 * size ** 3 / best / 1e9
 
 
-def round_trip_ns(threads, rounds=2000):
+def round_trip_ns(threads, rounds=400, tries=5):
     """The cross-core round trip of a cache line between two of fastrnn's threads
-    (``fastrnn._threads.core_round_trip_ns``), or None on one thread: every barrier
-    of a team pays it, so the calls of small steps on two threads slow down when it
-    grows (README, "How the cost grows")."""
-    return _threads.core_round_trip_ns(rounds) if threads > 1 else None
+    (``fastrnn._threads.core_round_trip_ns``, the best of ``tries``: a thread that the
+    host preempts mid-way only adds time), or None on one thread.  Every barrier of a
+    team pays it, and it tells where the host put the two threads (README, "How the
+    cost grows")."""
+    if threads <= 1:
+        return None
+    trips = [_threads.core_round_trip_ns(rounds) for _ in range(tries)]
+    return None if None in trips else min(trips)
+
+
+def core_share(threads, iters=300000, tries=3):
+    """How much of a core each of two of fastrnn's threads gets when both compute
+    (``fastrnn._threads.team_compute_share``, the best of ``tries``): about 1 on
+    cores of their own, about 0.5 where the host has put both on one core; None on
+    one thread."""
+    if threads <= 1:
+        return None
+    shares = [_threads.team_compute_share(iters) for _ in range(tries)]
+    return None if None in shares else max(shares)
+
+
+def placement(threads):
+    """(round trip ns, core share) of two of fastrnn's threads, right now."""
+    return round_trip_ns(threads), core_share(threads)
 
 
 def ceilings(threads):
@@ -219,7 +239,7 @@ def run(grid, threads=None, min_time=0.05, repeats=3, reference_max_flops=2e9,
     threads = threads or fastrnn.get_num_threads()
     fastrnn.set_num_threads(threads)
     ceiling = ceilings(threads)
-    trip_start = round_trip_ns(threads)
+    place_start = placement(threads)
     peers = _available_peers(threads, reference_max_flops)
     inputs = grid.get("inputs") or (None,)          # None: input = hidden
     configs = [(c, m, b, h, i) for c in grid["cells"] for m in grid["modes"]
@@ -252,7 +272,7 @@ def run(grid, threads=None, min_time=0.05, repeats=3, reference_max_flops=2e9,
                 continue
             fns[peer.name] = fn
         times = {name: [] for name in fns}
-        trip = round_trip_ns(threads)
+        trip, share = placement(threads)
         # Short calls are the most exposed to a neighbour's burst, and cheap to repeat.
         n_blocks = 2 * repeats if _flops(cell, mode, T, B, I, H) < SHORT_FLOPS else repeats
         # onnxruntime's prepare() ran it once, to check its outputs.
@@ -272,7 +292,7 @@ def run(grid, threads=None, min_time=0.05, repeats=3, reference_max_flops=2e9,
         results.append(dict(cell=cell, mode=mode, batch=B, hidden=H, input=I, steps=T,
                             threads=threads, times_s=best, notes=notes,
                             fastrnn_gflops=gflops, fastrnn_peak_mb=peak / 2 ** 20,
-                            round_trip_ns=trip))
+                            round_trip_ns=trip, core_share=share))
         if bar is not None:
             bar.update()
     if bar is not None:
@@ -281,9 +301,10 @@ def run(grid, threads=None, min_time=0.05, repeats=3, reference_max_flops=2e9,
     # a neighbour's burst during the first measurement does not lower them.
     end = ceilings(threads)
     ceiling = {k: max(v, end[k]) for k, v in ceiling.items()}
-    trips = (trip_start, round_trip_ns(threads))
+    place_end = placement(threads)
     for r in results:
-        r["run_round_trip_ns"] = trips
+        r["run_round_trip_ns"] = (place_start[0], place_end[0])
+        r["run_core_share"] = (place_start[1], place_end[1])
         r["sgemm_gflops"] = ceiling["numpy"]
         r["packed_gemm_gflops"] = ceiling["packed"]
         r["ceiling_gflops"] = max(ceiling.values())
@@ -291,8 +312,12 @@ def run(grid, threads=None, min_time=0.05, repeats=3, reference_max_flops=2e9,
     return results
 
 
-def _format_trip(ns):
+def format_round_trip(ns):
     return "-" if ns is None else f"{ns:.0f}"
+
+
+def format_core_share(share):
+    return "-" if share is None else f"{share:.2f}"
 
 
 def format_table(results):
@@ -304,7 +329,8 @@ def format_table(results):
     with_inputs = any(r["input"] != r["hidden"] for r in results)
     with_trips = any(r.get("round_trip_ns") is not None for r in results)
     head = ["cell", "mode", "B", "H"] + (["I"] if with_inputs else []) + \
-        ["fastrnn ms", "GFLOP/s", "%peak", "peak MB"] + (["rt ns"] if with_trips else [])
+        ["fastrnn ms", "GFLOP/s", "%peak", "peak MB"] + \
+        (["rt ns", "core"] if with_trips else [])
     for p in peers:
         head += [f"{p} ms", "ratio"]
     rows = [head]
@@ -315,7 +341,8 @@ def format_table(results):
                f"{t['fastrnn'] * 1e3:.3f}", f"{r['fastrnn_gflops']:.1f}",
                f"{100 * r['fastrnn_gflops'] / r['ceiling_gflops']:.0f}%",
                f"{r['fastrnn_peak_mb']:.1f}"] + \
-            ([_format_trip(r.get("round_trip_ns"))] if with_trips else [])
+            ([format_round_trip(r.get("round_trip_ns")), format_core_share(r.get("core_share"))]
+             if with_trips else [])
         for p in peers:
             if p in t:
                 row += [f"{t[p] * 1e3:.3f}", f"{t['fastrnn'] / t[p]:.2f}"]
@@ -409,10 +436,13 @@ def main(argv=None):
               f"GEMM {r['packed_gemm_gflops']:.1f} GFLOP/s; %peak is against the higher")
         start, end = r["run_round_trip_ns"]
         if start is not None:
-            print(f"Cross-core round trip of a cache line between two threads (rt ns, "
-                  f"before each row): {_format_trip(start)} ns at the start, "
-                  f"{_format_trip(end)} at the end; every barrier of a team pays it, "
-                  f"and the small steps on two threads slow down as it grows")
+            share_start, share_end = r["run_core_share"]
+            print(f"Where the host put two of the threads, measured before each row: the "
+                  f"round trip of a cache line between them (rt ns; {format_round_trip(start)} "
+                  f"at the start, {format_round_trip(end)} at the end) and the share of a core "
+                  f"each gets when both compute (core; {format_core_share(share_start)}, "
+                  f"{format_core_share(share_end)}). Every barrier of a team pays the round "
+                  f"trip; at a core share near 0.5 the two threads share one core")
     print(format_table(results))
     scaling = None
     if not args.no_scaling and results:

@@ -19,8 +19,7 @@ import tracemalloc
 import numpy as np
 
 import fastrnn
-from fastrnn import _threads
-from fastrnn._bench import time_calls
+from fastrnn._bench import format_core_share, format_round_trip, placement, time_calls
 from fastrnn._scratch import POOL
 
 STEPS = (25, 50, 100, 200)
@@ -79,8 +78,8 @@ def memory_beyond_output(cell, B, H, steps=MEMORY_STEPS):
 
 def threads_vs_one(cells, modes, batches, hiddens, threads, T=50, min_time=0.05,
                    repeats=2):
-    """[(cell, mode, B, H, seconds on 1 thread, seconds on ``threads``, the cross-core
-    round trip in ns measured right before, or None)]."""
+    """[(cell, mode, B, H, seconds on 1 thread, seconds on ``threads``, the round trip
+    in ns and the core share measured right before (``_bench.placement``), or None)]."""
     saved = fastrnn.get_num_threads()
     rows = []
     try:
@@ -103,10 +102,10 @@ def threads_vs_one(cells, modes, batches, hiddens, threads, T=50, min_time=0.05,
                                 fastrnn.set_num_threads(n)
                                 call()
                             return fn
-                        trip = _threads.core_round_trip_ns(2000)
+                        trip, share = placement(threads)
                         one, many = _interleaved_best([on(1), on(threads)], min_time,
                                                       repeats)
-                        rows.append((cell, mode, B, H, one, many, trip))
+                        rows.append((cell, mode, B, H, one, many, trip, share))
     finally:
         fastrnn.set_num_threads(saved)
     return rows
@@ -154,12 +153,12 @@ def format_report(s):
     if s["thread_rows"]:
         n = s["threads"]
         lines.append(f"Threads: time on {n} threads / time on 1 (above 1: the team costs "
-                     "more than it gives; rt ns: the cross-core round trip right before)")
+                     "more than it gives; rt ns and core: where the host put two threads "
+                     "right before, as in the table)")
         lines.append(f"  {'cell':4s} {'mode':5s} {'B':>3s} {'H':>5s} {'1T ms':>9s} "
-                     f"{f'{n}T ms':>9s} {'ratio':>6s} {'rt ns':>6s}")
-        for cell, mode, B, H, one, many, trip in s["thread_rows"]:
+                     f"{f'{n}T ms':>9s} {'ratio':>6s} {'rt ns':>6s} {'core':>5s}")
+        for cell, mode, B, H, one, many, trip, share in s["thread_rows"]:
             lines.append(f"  {cell:4s} {mode[:5]:5s} {B:3d} {H:5d} {1e3 * one:9.3f} "
-                         f"{1e3 * many:9.3f} {many / one:6.2f} "
-                         + ("     -" if trip is None else f"{trip:6.0f}")
-                         + ("  slower" if many > one else ""))
+                         f"{1e3 * many:9.3f} {many / one:6.2f} {format_round_trip(trip):>6s} "
+                         f"{format_core_share(share):>5s}" + ("  slower" if many > one else ""))
     return "\n".join(lines)

@@ -26,9 +26,12 @@ def test_bench_prints_a_table_and_writes_json(tmp_path, capsys):
         assert r["sgemm_gflops"] > 0 and r["packed_gemm_gflops"] > 0
         assert r["fastrnn_peak_mb"] >= 0
         assert r["ceiling_gflops"] == max(r["sgemm_gflops"], r["packed_gemm_gflops"])
-        # The cross-core round trip before the row, and at the run's start and end.
+        # Where the host put two threads, before the row and at the run's start and
+        # end: the cross-core round trip and the share of a core each gets.
         for ns in (r["round_trip_ns"], *r["run_round_trip_ns"]):
             assert (ns > 0) if r["threads"] > 1 else (ns is None)
+        for share in (r["core_share"], *r["run_core_share"]):
+            assert (0.2 < share < 2) if r["threads"] > 1 else (share is None)
         # The reference runs on a grid this small; its outputs matched fastrnn's.
         assert "numpy-ref" in r["times_s"] and "numpy-ref" not in r["notes"]
 

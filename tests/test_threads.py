@@ -146,6 +146,24 @@ def test_core_round_trip():
     assert out.stdout.strip() == "None"
 
 
+def test_team_compute_share():
+    """Two threads' FMA rate against one's: a plausible share here (near 1 on cores of
+    their own, near 0.5 on one core: which one, the host decides), and None where the
+    process has one processor, whose two threads would only take turns."""
+    cwd = os.path.dirname(os.path.dirname(os.path.abspath(fastrnn.__file__)))
+    with pytest.raises(ValueError, match="iters"):
+        _threads.team_compute_share(0)
+    if not _threads.openmp_enabled() or len(os.sched_getaffinity(0)) < 2:
+        assert _threads.team_compute_share() is None
+        return
+    assert 0.2 < max(_threads.team_compute_share(300000) for _ in range(3)) < 2
+    code = ("import os; os.sched_setaffinity(0, {0}); import fastrnn._threads as t; "
+            "print(t.team_compute_share())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60, cwd=cwd)
+    assert out.stdout.strip() == "None"      # one processor: no team is timed
+
+
 @pytest.mark.usefixtures("default_threads")
 def test_threadpool_limits_are_respected():
     threadpoolctl = pytest.importorskip("threadpoolctl")
