@@ -104,15 +104,15 @@ def round_trip_ns(threads, rounds=400, tries=5):
     return None if None in trips else min(trips)
 
 
-def core_share(threads, iters=300000, tries=3):
+def core_share(threads, iters=300000, tries=5):
     """How much of a core each of two of fastrnn's threads gets when both compute
-    (``fastrnn._threads.team_compute_share``, the best of ``tries``): about 1 on
-    cores of their own, about 0.5 where the host has put both on one core; None on
-    one thread."""
+    (``fastrnn._threads.team_compute_share``, the median of ``tries``: a preempted
+    run can push one either way): about 1 on cores of their own, about 0.5 where the
+    host has put both on one core; None on one thread."""
     if threads <= 1:
         return None
     shares = [_threads.team_compute_share(iters) for _ in range(tries)]
-    return None if None in shares else max(shares)
+    return None if None in shares else float(np.median(shares))
 
 
 def placement(threads):
