@@ -10,6 +10,10 @@ fastrnn / peer, fastrnn's achieved GFLOP/s and its fraction of the machine's GEM
 rate measured in the same run: the higher of NumPy's SGEMM and fastrnn's own packed
 GEMM (where NumPy's BLAS leaves the widest vectors unused, the latter is the real
 ceiling).  A peer's outputs are checked against fastrnn's before it is timed.
+Before each row, two probes say where the host has put two threads (on a shared
+machine that moves every few seconds to minutes): the round trip of a cache line
+between them (rt ns) and the share of a core each gets when both compute (core,
+near 0.5 on one core's SMT siblings); see README, "How the cost grows".
 """
 
 import argparse
