@@ -119,8 +119,9 @@ cdef extern from *:
 def core_round_trip_ns(int rounds=20000):
     """Nanoseconds for a cache line to go from one OpenMP thread to another and back
     (the cost under every barrier of a kernel's team), or None where no team of two
-    threads forms on two processors.  On a shared host it moves with where the two threads' cores lie:
-    97 ns and 380-400 ns measured on the same 2-vCPU machine an hour apart."""
+    threads forms on two processors.  On a shared host it moves with where the host
+    puts the two threads: 74-100 ns and 348-420 ns on the same 2-vCPU machine, seconds
+    to minutes apart (README, "How the cost grows")."""
     if rounds < 1:
         raise ValueError(f"rounds must be at least 1, got {rounds}")
     cdef double ns
