@@ -14,8 +14,10 @@ Python layers, and anything the kernels cimport from ``fastrnn.kernels.blas``, a
     python bench/ab_builds.py /tmp/old LSTM 32x512x512 --train   # forward_train + backward
 
 prints, per shape (batch x hidden x input, T = 50), A's and B's best time and B / A,
-the best and the median of the rounds' pairs (below 1: B is faster).  A build against
-itself reads 1.00-1.02.
+the best and the median of the rounds' pairs (below 1: B is faster), and the median by
+where the host had the two threads at each round's start (near, far, shared: README,
+"How the cost grows"; a round can still straddle a change).  A build against itself
+reads 1.00-1.02.
 """
 import argparse
 import glob
@@ -29,6 +31,7 @@ import numpy as np
 
 import fastrnn
 import fastrnn._backends as backends
+from fastrnn._bench import placement
 
 KERNELS = ("gru", "lstm", "rnn")
 
@@ -52,6 +55,15 @@ def load_kernels(root):
 
 def use(modules):
     backends._gru, backends._lstm, backends._rnn = (modules[n] for n in KERNELS)
+
+
+def place_now():
+    """Where the host has the two threads right now (README, "How the cost grows"):
+    "shared" (one core), "far" (round trip above 200 ns) or "near"."""
+    trip, share = placement(2)
+    if trip is None:
+        return "one"
+    return "shared" if share < 0.75 else "far" if trip > 200 else "near"
 
 
 def best_of(call, seconds):
@@ -96,16 +108,24 @@ def main():
         y_b = run()
         np.testing.assert_allclose(y_b, y_a, rtol=1e-4, atol=1e-4)
         times = {"a": [], "b": []}
+        places = []
         for r in range(args.rounds):
+            places.append(place_now())
             order = (("a", build_a), ("b", build_b))
             for key, build in order if r % 2 == 0 else order[::-1]:
                 use(build)
                 times[key].append(best_of(run, 0.05))
         use(build_a)
         a, b = min(times["a"]), min(times["b"])
-        median = statistics.median(tb / ta for ta, tb in zip(times["a"], times["b"]))
+        pairs = [tb / ta for ta, tb in zip(times["a"], times["b"])]
+        by_place = {}
+        for place, pair in zip(places, pairs):
+            by_place.setdefault(place, []).append(pair)
+        split = "  ".join(f"{place} {statistics.median(v):.3f} ({len(v)})"
+                          for place, v in sorted(by_place.items()))
         print(f"{shape:>14}: A {a * 1e3:8.3f} ms  B {b * 1e3:8.3f} ms  "
-              f"B/A best {b / a:.3f}  median {median:.3f}", flush=True)
+              f"B/A best {b / a:.3f}  median {statistics.median(pairs):.3f}  "
+              f"by place: {split}", flush=True)
 
 
 if __name__ == "__main__":
