@@ -359,6 +359,98 @@ def format_table(results):
     return "\n".join(lines)
 
 
+# The targets fastrnn is built to: ratios of its time to a peer's, and a share of the
+# ceiling at the large shapes.
+INFERENCE_RATIO = 1.0            # at most the faster peer's time
+BATCH1_RATIO = 0.5               # twice as fast as the faster peer
+BATCH1_MAX_HIDDEN = 512
+TRAINING_RATIO = 0.8             # against PyTorch's forward + backward
+LARGE_SHARE = 0.85               # of the run's ceiling
+LARGE_MIN_BATCH, LARGE_MIN_HIDDEN = 32, 512
+
+
+def _label(r):
+    return (f"{r['cell']} B{r['batch']} H{r['hidden']}"
+            + (f" I{r['input']}" if r["input"] != r["hidden"] else ""))
+
+
+def _ratio_target(name, rows, peers, bound, weights_rate=False):
+    """Rows whose time over the faster of ``peers`` is at most ``bound``; for each row
+    above it, the rate it would take to meet it: GFLOP/s (and its share of the run's
+    ceiling), or with ``weights_rate`` the GB/s at which the recurrent weights would
+    have to be read, every step reading all of them (batch 1: the floor is memory,
+    not arithmetic)."""
+    held, total, misses = 0, 0, []
+    for r in rows:
+        timed = [(r["times_s"][p], p) for p in peers if p in r["times_s"]]
+        if not timed:
+            continue
+        peer_s, peer = min(timed)
+        total += 1
+        ratio = r["times_s"]["fastrnn"] / peer_s
+        if ratio <= bound:
+            held += 1
+            continue
+        target_s = bound * peer_s
+        miss = dict(row=_label(r), mode=r["mode"], peer=peer, ratio=ratio)
+        flops = _flops(r["cell"], r["mode"], r["steps"], r["batch"], r["input"], r["hidden"])
+        miss["needs_gflops"] = flops / target_s / 1e9
+        miss["needs_share"] = miss["needs_gflops"] / r["ceiling_gflops"]
+        if weights_rate:
+            weight_bytes = CELLS[r["cell"]] * r["hidden"] ** 2 * 4 * r["steps"]
+            miss["needs_weights_gbs"] = weight_bytes / target_s / 1e9
+        misses.append(miss)
+    return dict(target=name, bound=bound, held=held, rows=total, misses=misses)
+
+
+def targets(results):
+    """How the run stands against the targets fastrnn is built to (README,
+    "Performance"): per target, the rows that hold it and, for each that does not,
+    what meeting it would take."""
+    infer = [r for r in results if r["mode"] == "inference"]
+    peers = ("torch", "onnxruntime")
+    out = [
+        _ratio_target(f"inference <= {INFERENCE_RATIO}x the faster peer", infer, peers,
+                      INFERENCE_RATIO),
+        _ratio_target(f"batch-1 inference <= {BATCH1_RATIO}x the faster peer (hidden <= "
+                      f"{BATCH1_MAX_HIDDEN})",
+                      [r for r in infer if r["batch"] == 1
+                       and r["hidden"] <= BATCH1_MAX_HIDDEN], peers, BATCH1_RATIO,
+                      weights_rate=True),
+        _ratio_target(f"training <= {TRAINING_RATIO}x PyTorch",
+                      [r for r in results if r["mode"] == "training"], ("torch",),
+                      TRAINING_RATIO),
+    ]
+    large = [r for r in results if r["batch"] >= LARGE_MIN_BATCH
+             and r["hidden"] >= LARGE_MIN_HIDDEN]
+    below = [dict(row=_label(r), mode=r["mode"],
+                  share=r["fastrnn_gflops"] / r["ceiling_gflops"]) for r in large
+             if r["fastrnn_gflops"] < LARGE_SHARE * r["ceiling_gflops"]]
+    out.append(dict(target=f">= {100 * LARGE_SHARE:.0f}% of the ceiling (batch >= "
+                           f"{LARGE_MIN_BATCH}, hidden >= {LARGE_MIN_HIDDEN})",
+                    bound=LARGE_SHARE, held=len(large) - len(below), rows=len(large),
+                    misses=below))
+    return [t for t in out if t["rows"]]
+
+
+def format_targets(summary):
+    lines = ["Targets: the rows that meet each, and for each row that does not, what "
+             "meeting it would take (the GEMMs' GFLOP/s and their share of the ceiling; at "
+             "batch 1 the rate of reading all the recurrent weights at every step)"]
+    for t in summary:
+        lines.append(f"  {t['target']}: {t['held']} of {t['rows']}")
+        for m in t["misses"]:
+            if "share" in m:
+                lines.append(f"    {m['row']} {m['mode']}: {100 * m['share']:.0f}%")
+                continue
+            need = (f"needs {m['needs_weights_gbs']:.0f} GB/s of weights"
+                    if "needs_weights_gbs" in m else
+                    f"needs {m['needs_gflops']:.0f} GFLOP/s, "
+                    f"{100 * m['needs_share']:.0f}% of the ceiling")
+            lines.append(f"    {m['row']} {m['mode']}: {m['ratio']:.2f}x {m['peer']} ({need})")
+    return "\n".join(lines)
+
+
 def plot(results, path):
     import matplotlib
     matplotlib.use("Agg")
@@ -448,6 +540,10 @@ def main(argv=None):
                   f"{format_core_share(share_end)}). Every barrier of a team pays the round "
                   f"trip; at a core share near 0.5 the two threads share one core")
     print(format_table(results))
+    summary = targets(results)
+    if summary:
+        print()
+        print(format_targets(summary))
     scaling = None
     if not args.no_scaling and results:
         from fastrnn import _scaling
@@ -456,7 +552,8 @@ def main(argv=None):
         print(_scaling.format_report(scaling))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(dict(grid=grid, results=results, scaling=scaling), f, indent=1)
+            json.dump(dict(grid=grid, results=results, targets=summary, scaling=scaling),
+                      f, indent=1)
     if args.plot:
         plot(results, args.plot)
     return 0

@@ -1,6 +1,7 @@
 """``python -m fastrnn bench`` on a tiny grid: the table, the JSON and the checks
 that come before any timing (the timings themselves live in bench/, not here)."""
 
+import importlib.util
 import json
 
 import numpy as np
@@ -96,3 +97,65 @@ def test_bench_rejects_unknown_cells_and_modes(argv, capsys):
     with pytest.raises(SystemExit):
         _bench.main(argv + ["--no-progress", "--batches", "1", "--hiddens", "8"])
     assert "unknown cell or mode" in capsys.readouterr().err
+
+
+def _row(cell, mode, batch, hidden, times_ms, gflops=100.0, ceiling=200.0):
+    return dict(cell=cell, mode=mode, batch=batch, hidden=hidden, input=hidden, steps=10,
+                times_s={k: v / 1e3 for k, v in times_ms.items()}, fastrnn_gflops=gflops,
+                ceiling_gflops=ceiling, notes={})
+
+
+def test_targets_count_the_rows_and_say_what_a_miss_would_take():
+    """Each target against the faster peer (or PyTorch alone for training), and for
+    a miss the GFLOP/s that the target time would take, or at batch 1 the rate of
+    reading the recurrent weights; the reference never counts as a peer."""
+    results = [
+        _row("LSTM", "inference", 8, 16, {"fastrnn": 1.0, "torch": 2.0, "onnxruntime": 0.8,
+                                          "numpy-ref": 50.0}),
+        _row("GRU", "inference", 8, 16, {"fastrnn": 1.0, "torch": 1.0}),
+        _row("LSTM", "inference", 1, 16, {"fastrnn": 1.0, "onnxruntime": 1.25}),
+        _row("LSTM", "inference", 1, 1024, {"fastrnn": 1.0, "onnxruntime": 4.0}),
+        _row("LSTM", "training", 8, 16, {"fastrnn": 1.0, "torch": 1.0}),
+        _row("GRU", "training", 8, 16, {"fastrnn": 0.7, "torch": 1.0}),
+        _row("RNN", "training", 64, 512, {"fastrnn": 0.7}, gflops=160.0),
+        _row("RNN", "inference", 32, 1024, {"fastrnn": 0.7}, gflops=180.0),
+    ]
+    summary = {t["target"].split(" <=")[0].split(" (")[0]: t
+               for t in _bench.targets(results)}
+    infer = summary["inference"]
+    assert (infer["held"], infer["rows"]) == (3, 4)   # the batch-1 rows count here too
+    (miss,) = infer["misses"]
+    assert miss["row"] == "LSTM B8 H16" and miss["peer"] == "onnxruntime"
+    assert miss["ratio"] == pytest.approx(1.25)
+    flops = _bench._flops("LSTM", "inference", 10, 8, 16, 16)
+    assert miss["needs_gflops"] == pytest.approx(flops / 0.8e-3 / 1e9)
+    assert miss["needs_share"] == pytest.approx(miss["needs_gflops"] / 200.0)
+
+    batch1 = summary["batch-1 inference"]               # hidden 1024 is not on it
+    assert (batch1["held"], batch1["rows"]) == (0, 1)
+    weights = 4 * 16 * 16 * 4 * 10                      # 4 gates, float32, 10 steps
+    assert batch1["misses"][0]["needs_weights_gbs"] == pytest.approx(
+        weights / (0.5 * 1.25e-3) / 1e9)
+
+    train = summary["training"]                         # no PyTorch time: not counted
+    assert (train["held"], train["rows"]) == (1, 2)
+    assert train["misses"][0]["row"] == "LSTM B8 H16"
+
+    large = summary[">= 85% of the ceiling"]
+    assert (large["held"], large["rows"]) == (1, 2)
+    assert large["misses"] == [dict(row="RNN B64 H512", mode="training", share=0.8)]
+
+    text = _bench.format_targets(_bench.targets(results))
+    assert "1.25x onnxruntime" in text and "GB/s of weights" in text
+    assert "RNN B64 H512 training: 80%" in text
+
+
+def test_bench_prints_the_targets(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert _bench.main(TINY + ["--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    summary = json.loads(out.read_text())["targets"]
+    assert all(0 <= t["held"] <= t["rows"] for t in summary)
+    if importlib.util.find_spec("torch") is not None:
+        assert "Targets:" in text
+        assert [t["rows"] for t in summary if t["target"].startswith("training")] == [2]
