@@ -99,10 +99,10 @@ def test_bench_rejects_unknown_cells_and_modes(argv, capsys):
     assert "unknown cell or mode" in capsys.readouterr().err
 
 
-def _row(cell, mode, batch, hidden, times_ms, gflops=100.0, ceiling=200.0):
+def _row(cell, mode, batch, hidden, times_ms, gflops=100.0, ceiling=200.0, sgemm=120.0):
     return dict(cell=cell, mode=mode, batch=batch, hidden=hidden, input=hidden, steps=10,
                 times_s={k: v / 1e3 for k, v in times_ms.items()}, fastrnn_gflops=gflops,
-                ceiling_gflops=ceiling, notes={})
+                ceiling_gflops=ceiling, sgemm_gflops=sgemm, notes={})
 
 
 def test_targets_count_the_rows_and_say_what_a_miss_would_take():
@@ -118,6 +118,7 @@ def test_targets_count_the_rows_and_say_what_a_miss_would_take():
         _row("LSTM", "training", 8, 16, {"fastrnn": 1.0, "torch": 1.0}),
         _row("GRU", "training", 8, 16, {"fastrnn": 0.7, "torch": 1.0}),
         _row("RNN", "training", 64, 512, {"fastrnn": 0.7}, gflops=160.0),
+        _row("GRU", "training", 32, 512, {"fastrnn": 0.7}, gflops=90.0),
         _row("RNN", "inference", 32, 1024, {"fastrnn": 0.7}, gflops=180.0),
     ]
     summary = {t["target"].split(" <=")[0].split(" (")[0]: t
@@ -142,12 +143,13 @@ def test_targets_count_the_rows_and_say_what_a_miss_would_take():
     assert train["misses"][0]["row"] == "LSTM B8 H16"
 
     large = summary[">= 85% of the ceiling"]
-    assert (large["held"], large["rows"]) == (1, 2)
-    assert large["misses"] == [dict(row="RNN B64 H512", mode="training", share=0.8)]
+    assert (large["held"], large["rows"], large["held_of_sgemm"]) == (1, 3, 2)
+    assert [m["row"] for m in large["misses"]] == ["RNN B64 H512", "GRU B32 H512"]
+    assert large["misses"][0]["share"] == pytest.approx(0.8)
 
     text = _bench.format_targets(_bench.targets(results))
     assert "1.25x onnxruntime" in text and "GB/s of weights" in text
-    assert "RNN B64 H512 training: 80%" in text
+    assert "RNN B64 H512 training: 80.0%" in text and "SGEMM: 2 of 3" in text
 
 
 def test_bench_prints_the_targets(tmp_path, capsys):
