@@ -85,18 +85,34 @@ def test_packed_gemm_matches_numpy(problem):
     _check_packed(**problem)
 
 
-@pytest.mark.parametrize("M", [2, 3, 4, 5, 6])
+@pytest.mark.parametrize("M", [1, 2, 3, 4, 5, 6])
 def test_packed_gemm_of_few_rows_on_weights_from_l3(M):
-    """3-5 rows on more packed weights than FASTRNN_STREAM_BYTES (2.5 MB; here 3.1 MB
+    """2-5 rows on more packed weights than FASTRNN_STREAM_BYTES (2.5 MB; here 3.1 MB
     in AVX2's groups of 8, 6.2 MB in AVX-512's of 16) run on
     the tiles that prefetch (_packed_gemm.h), the last units of the four gates sharing
-    groups that span gates; 2 and 6 rows on the others, as a check of the bar."""
+    groups that span gates; 1 and 6 rows on the others, as a check of the bar."""
     group = _blas.packed_group()
     H = group * 7 + group // 2
     for accumulate, with_bias in [(True, False), (False, True)]:
         _check_packed(M=M, K=3400, n_gates=4, H=H, j0=0, j1=H, by_rows=True,
                       accumulate=accumulate, dtype=np.float32, seed=M,
                       with_bias=with_bias)
+
+
+@pytest.mark.parametrize("M", [9, 10, 11, 12, 13, 17, 19, 25, 27])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_packed_gemm_tails_shared_out_on_weights_beyond_l1(M, dtype):
+    """Packed weights over FASTRNN_TAIL_REREAD_BYTES (128 KB; here ~300-600 KB): a
+    tail of 1-3 rows and the full tile above it run as two tiles of about equal rows
+    (9 -> 5 + 4, 27 -> 8 + 8 + 6 + 5), on two groups or on four; the four gates' last
+    units share groups that span gates."""
+    group = _blas.packed_group()
+    H = 2 * group + 5
+    for accumulate, with_bias in [(True, False), (False, True), (False, False)]:
+        _check_packed(M=M, K=600, n_gates=4, H=H, j0=0, j1=H, by_rows=True,
+                      accumulate=accumulate, dtype=dtype, seed=M, with_bias=with_bias)
+    _check_packed(M=M, K=600, n_gates=4, H=H, j0=group, j1=H, by_rows=False,
+                  accumulate=True, dtype=dtype, seed=M + 1)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -388,7 +388,7 @@ FASTRNN_DISPATCH_SIGNATURE(DISPATCH, f64, double) {                             
     }                                                                                  \
 }
 
-/* A product of a few rows (a step of batch 3-5: FASTRNN_STREAM_ROWS_MIN to _ROWS) on
+/* A product of a few rows (a step of batch 2-5: FASTRNN_STREAM_ROWS_MIN to _ROWS) on
    more packed weights than stay in a core's L2 twice over (FASTRNN_STREAM_BYTES) reads
    them from L3 at every step, its tiles doing too little work on each weight to hide
    that: those tiles prefetch the weights FASTRNN_STREAM_AHEAD bytes ahead (float32;
@@ -398,8 +398,10 @@ FASTRNN_DISPATCH_SIGNATURE(DISPATCH, f64, double) {                             
    0.92-0.96x (input 256: 0.87-0.89x); the GRU at hidden 1024 (its r and z weights,
    4 MB a thread) 0.98-1.0x.  Where the weights were nearer (LSTM(512) and GRU(512)
    at batch 3, 1-2 MB a call) prefetching had cost 2-4.5%, at batch 2 (GRU(512))
-   4%, hence the conditions. */
-#define FASTRNN_STREAM_ROWS_MIN 3
+   4%, hence the conditions.  At batch 2, under them (measured likewise, 10 rounds):
+   LSTM hidden 700 / input 300 0.90-0.92x the time, 700 / 700 0.91x, 1024 0.96-1.03x,
+   900 even; the GRU at 1024 0.93-0.98x, 700 / 300 0.98x. */
+#define FASTRNN_STREAM_ROWS_MIN 2
 #define FASTRNN_STREAM_ROWS 5
 #define FASTRNN_STREAM_BYTES (5 * 512 * 1024)
 #define FASTRNN_STREAM_AHEAD 4096
@@ -421,6 +423,24 @@ FASTRNN_DEFINE_TILES_f64(fastrnn_wg_tile, 1, lda)
 FASTRNN_DEFINE_DISPATCH_f32(fastrnn_wg_dispatch, fastrnn_wg_tile)
 FASTRNN_DEFINE_DISPATCH_f64(fastrnn_wg_dispatch, fastrnn_wg_tile)
 
+/* Rows of the next row tile of a product when ``rest`` rows remain: full tiles of
+   mr_max; but where the thread's packed weights are too many to stay in L1
+   (``balance``), a last tile of fewer than FASTRNN_TAIL_MIN_ROWS rows would read them
+   all again for a few FMAs on each (one row: one FMA per weight vector loaded), and
+   the last full tile and that tail become two tiles of about equal rows instead (9
+   -> 5 + 4, 17 -> 8 + 5 + 4).  Measured (two threads, T = 50, the two builds
+   alternating in one process, median of 6-10 rounds): LSTM inference at batch 17 /
+   hidden 128 0.86x the time, 18 0.85x, 19 0.90x, batch 17 / 96 / input 50 0.88x,
+   batch 33 / 100 / 50 0.92x, training at batch 17-19 0.97-0.98x; the GRU at batch
+   9-33 0.97-0.99x.  With the weights in L1 (the Elman RNN at hidden 128, 32 KB a
+   thread) it had cost 6-14%, and FASTRNN_TAIL_REREAD_BYTES bounds it. */
+#define FASTRNN_TAIL_MIN_ROWS 4
+#define FASTRNN_TAIL_REREAD_BYTES (128 * 1024)
+static inline int fastrnn_tile_rows(ptrdiff_t rest, int mr_max, int balance) {
+    if (rest <= mr_max) return (int)rest;
+    if (balance && rest < mr_max + FASTRNN_TAIL_MIN_ROWS) return (int)((rest + 1) / 2);
+    return mr_max;
+}
 #define FASTRNN_DEFINE_PACKED_GEMM(SUF, T, V, MR_MAX)                                  \
 /* Depths [k0, k0 + Kw) of the thread's groups [qa, qb) (dst: where group qa starts;   \
    groups of depth K), B(k0 + k, col) = w[k * rs_k + col * cs_n] for k < Kw, rs_k =  \
@@ -518,10 +538,14 @@ static void fastrnn_gemm_groups_##SUF(ptrdiff_t M, ptrdiff_t K, const T* a,     
     ptrdiff_t ld_init = accumulate ? ldc : 0;                                          \
     for (ptrdiff_t m_pass = 0; m_pass < M; m_pass += rows_per_pass) {                  \
         ptrdiff_t m_end = m_pass + rows_per_pass < M ? m_pass + rows_per_pass : M;     \
-        /* The pass's last tile, or its only one, may take four groups at once. */    \
-        ptrdiff_t tail = (m_end - m_pass) % MR_MAX;                                    \
-        int ng_max = tail >= FASTRNN_WIDE_ROWS_MIN_##SUF                               \
-                     && tail <= FASTRNN_WIDE_ROWS_MAX_##SUF ? 4 : 2;                   \
+        /* The pass's last tiles, or its only one, may take four groups at once. */   \
+        int balance = (size_t)((qb - qa) * K * G) * sizeof(T)                          \
+                      > FASTRNN_TAIL_REREAD_BYTES;                                     \
+        int ng_max = 2;                                                                \
+        for (ptrdiff_t m = m_pass, mr; m < m_end; m += mr) {                           \
+            mr = fastrnn_tile_rows(m_end - m, MR_MAX, balance);                        \
+            if (FASTRNN_WIDE_TILE_##SUF(mr)) ng_max = 4;                               \
+        }                                                                              \
         int stream = m_end - m_pass <= FASTRNN_STREAM_ROWS                             \
             && m_end - m_pass >= FASTRNN_STREAM_ROWS_MIN                               \
             && (size_t)((qb - qa) * K * G) * sizeof(T) > FASTRNN_STREAM_BYTES;         \
@@ -545,8 +569,8 @@ static void fastrnn_gemm_groups_##SUF(ptrdiff_t M, ptrdiff_t K, const T* a,     
                 int w2;                                                                \
                 ng = q + 1 < qb && !fastrnn_group_run(&s, q + 1, n_gates, H, j0, G,    \
                                                       &c2, &w2) ? 2 : 1;               \
-                for (ptrdiff_t m = m_pass; m < m_end; m += MR_MAX) {                   \
-                    int mr = (int)(m_end - m < MR_MAX ? m_end - m : MR_MAX);           \
+                for (ptrdiff_t m = m_pass, mr; m < m_end; m += mr) {                   \
+                    mr = fastrnn_tile_rows(m_end - m, MR_MAX, balance);                \
                     (stream ? FASTRNN_STREAM_DISPATCH_##SUF : fastrnn_pg_dispatch_##SUF)( \
                         mr, (int)ng, K, a + m * lda, lda, bp, scratch, 2 * G, NULL, 0, \
                         scol, swidth);                                                 \
@@ -562,12 +586,12 @@ static void fastrnn_gemm_groups_##SUF(ptrdiff_t M, ptrdiff_t K, const T* a,     
                 }                                                                      \
                 continue;                                                              \
             }                                                                          \
-            for (ptrdiff_t m = m_pass; m < m_end; m += MR_MAX) {                       \
-                int mr = (int)(m_end - m < MR_MAX ? m_end - m : MR_MAX);               \
+            for (ptrdiff_t m = m_pass, mr; m < m_end; m += mr) {                       \
+                mr = fastrnn_tile_rows(m_end - m, MR_MAX, balance);                    \
                 T* cm = c + m * ldc;                                                   \
                 const T* im = init != NULL ? init + m * ld_init : NULL;                \
                 const T* am = a + m * lda;                                             \
-                if (ng == 4 && mr == MR_MAX) {        /* full tiles: two pairs */      \
+                if (ng == 4 && !FASTRNN_WIDE_TILE_##SUF(mr)) {  /* two pairs */        \
                     fastrnn_pg_dispatch_##SUF(mr, 2, K, am, lda, bp, cm, ldc, im,      \
                                               ld_init, col, width);                    \
                     fastrnn_pg_dispatch_##SUF(mr, 2, K, am, lda, bp + 2 * K * G, cm,   \
@@ -618,6 +642,11 @@ static void fastrnn_panel_gemm_##SUF(ptrdiff_t M, ptrdiff_t K, const T* a,      
 
 #define FASTRNN_WIDE_ROWS_MIN_f64 1
 #define FASTRNN_WIDE_ROWS_MAX_f64 0
+/* Whether a tile of mr rows runs four groups at once. */
+#define FASTRNN_WIDE_TILE_f32(mr) \
+    ((mr) >= FASTRNN_WIDE_ROWS_MIN_f32 && (mr) <= FASTRNN_WIDE_ROWS_MAX_f32)
+#define FASTRNN_WIDE_TILE_f64(mr) \
+    ((mr) >= FASTRNN_WIDE_ROWS_MIN_f64 && (mr) <= FASTRNN_WIDE_ROWS_MAX_f64)
 FASTRNN_DEFINE_PACKED_GEMM(f32, float, fastrnn_group_f32, FASTRNN_MR_f32)
 FASTRNN_DEFINE_PACKED_GEMM(f64, double, fastrnn_group_f64, 3)
 
