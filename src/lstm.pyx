@@ -74,11 +74,14 @@ cdef inline Py_ssize_t stacked_packed_size(Py_ssize_t H, Py_ssize_t I,
 
 
 cdef enum:
-    # Stacked weights up to about a core's L2 cache (1 MB on the Zen 5 measured) and a
-    # half: the batch split pays from 4 rows a thread (BATCH_SPLIT_MIN_ROWS); larger
-    # ones, streamed from L3 at every step, from STACKED_STREAM_ROWS rows a thread
-    # while they stay below STACKED_STREAM_BYTES (split_batch_fits).
-    STACKED_L2_BYTES = 3 * 512 * 1024
+    # Stacked weights up to a core's L2 cache (1 MB on the Zen 5 measured): the batch
+    # split pays from 4 rows a thread (BATCH_SPLIT_MIN_ROWS); up to half as much again,
+    # from STACKED_L2_EDGE_ROWS; larger ones, streamed from L3 at every step, from
+    # STACKED_STREAM_ROWS rows a thread while they stay below STACKED_STREAM_BYTES
+    # (split_batch_fits).
+    STACKED_L2_BYTES = 1024 * 1024
+    STACKED_L2_EDGE_BYTES = 3 * 512 * 1024
+    STACKED_L2_EDGE_ROWS = 5
     STACKED_STREAM_ROWS = 8
     STACKED_STREAM_BYTES = 3 * 1024 * 1024
 
@@ -110,10 +113,16 @@ cdef inline bint split_batch_fits(Py_ssize_t B, Py_ssize_t I, Py_ssize_t H, Py_s
     backward 0.95x, 0.96x (LSTM(300, 200) batch 24, LSTM(256) batch 24), 0.97x
     (LSTM(300) batch 24-32), 1.01x (LSTM(256) batch 16).  At 5-6 rows a thread it
     measured 1.03-1.04x slower for LSTM(256) (batch 10-12), 0.96x for LSTM(300, 200)
-    (1.6 MB); LSTM(320) (3.3 MB) and LSTM(350) at batch 16-32 even."""
+    (1.6 MB); LSTM(320) (3.3 MB) and LSTM(350) at batch 16-32 even.  Between 1 and 1.5
+    MB a thread of 4-5 rows split by batch, against the units split (alternating in
+    one process, median of 8 rounds, inference): LSTM(300, 160) (1.2 MB) at batch 8
+    and 9 1.08x the time, LSTM(200) at 8 1.04x, LSTM(300, 180) (1.4 MB) at 9 1.07x;
+    at batch 10 even, 12-14 0.94-0.91x, hence STACKED_L2_EDGE_ROWS; training at batch
+    8-9 even to 1.02x."""
     cdef Py_ssize_t weight_bytes = 4 * H * (I + P) * <Py_ssize_t>item
     return (P == H and nt > 1 and B >= BATCH_SPLIT_MIN_ROWS * nt
             and (weight_bytes <= STACKED_L2_BYTES
+                 or (B >= STACKED_L2_EDGE_ROWS * nt and weight_bytes <= STACKED_L2_EDGE_BYTES)
                  or (B >= STACKED_STREAM_ROWS * nt and weight_bytes <= STACKED_STREAM_BYTES)))
 
 

@@ -183,6 +183,22 @@ def test_batch_split(cell, B, I, H, dtype, rng):
                 lengths=random_lengths(rng, B, 520 // B + 3))
 
 
+def test_lstm_batch_split_by_the_size_of_its_stacked_weights():
+    """Two threads split an LSTM's batch from 4 rows each while [W_ih W_hh] fits a
+    core's L2 (1 MB here), from 5 up to 1.5 MB, from 8 up to 3 MB (split_batch_fits:
+    float32, 4H (I + H) * 4 bytes)."""
+    from fastrnn.kernels import lstm
+
+    def splits(B, I, H):
+        return lstm.splits_batch(B, I, H, H, 2, 4)
+    assert splits(8, 128, 128) and splits(8, 256, 128)           # 512 KB, 768 KB
+    assert not splits(8, 300, 160) and not splits(9, 300, 160)   # 1.18 MB, 4-5 rows
+    assert splits(10, 300, 160) and splits(10, 300, 180)         # 1.18, 1.38 MB
+    assert not splits(10, 240, 240) and splits(16, 240, 240)     # 1.84 MB
+    assert not splits(15, 300, 300) and splits(16, 300, 300)     # 2.88 MB
+    assert not splits(64, 320, 320)                              # 3.28 MB
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("cell", cell_params())
 def test_weight_gradients_over_chunks_and_column_blocks(cell, dtype, rng):
